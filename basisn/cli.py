@@ -1,0 +1,40 @@
+"""`basisn <command> [options]`: the entry points that `dvc.yaml` and the Makefile call.
+
+Each command lives next to the code it drives and parses its own options; this file only routes, so that
+`basisn --help` lists everything and importing one command never imports the others (torch start-up is slow).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> ("module", "function", one-line help). The function takes argv (list[str]) and returns an exit code.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "data": ("basisn.data", "fetch_main", "fetch the dataset into data/raw (mirror, Debian package, download)"),
+    "hw-eval": ("basisn.hardware.report", "hw_eval_main", "cost model: cycles, energy, EDP of every scheme"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: basisn <command> [options]   (basisn <command> --help for its options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"basisn: unknown command {command!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module, function, _ = COMMANDS[command]
+    return int(getattr(importlib.import_module(module), function)(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
