@@ -1,0 +1,451 @@
+"""Everything a BasisN forward pass needs: quantizers, the shared basis bank, basis-mapped layers.
+
+A basis-mapped layer holds no weight. Its weight matrix (O x L, PyTorch's (C_in, kh, kw) unrolling) is cut into
+S segments of length m, and segment s of output row o is
+
+    w[o, s, :] = scale[o] * sum_i Q_c(coef[o, s, i]) * Q_b(B[i, :])          (DESIGN.md 1.1)
+
+with B the one global basis shared by every layer. For training speed the weights of ALL layers are rebuilt
+together, once per forward pass, by one matmul (`rebuild_weights`), and then the ordinary `F.conv2d` / `F.linear`
+run, so cuDNN/oneDNN kernels, AMP and channels_last keep working. The "feed inputs through the basis, then
+combine" order of the hardware lives only in `basisn.hardware.sim`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+QUANTIZERS = ("uniform", "pow2")
+COEF_SCALES = ("channel", "layer")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Quantizers. Both are symmetric and keep zero exactly; training goes through the straight-through estimator.
+# --------------------------------------------------------------------------------------------------------------
+def straight_through(x: Tensor, q: Tensor) -> Tensor:
+    """Forward: q. Backward: identity to x (the straight-through estimator)."""
+    return x + (q - x).detach()
+
+
+def quantize_uniform(x: Tensor, bits: int, max_abs: Tensor) -> Tensor:
+    """Round to 2^bits - 1 symmetric levels {-k..k}·max_abs/k, k = 2^(bits-1) - 1 (at most 2^bits levels)."""
+    top_level = 2 ** (bits - 1) - 1
+    step = torch.where(max_abs > 0, max_abs / top_level, torch.ones_like(max_abs))
+    return torch.clamp(torch.round(x / step), -top_level, top_level) * step
+
+
+def quantize_pow2(x: Tensor, bits: int, max_abs: Tensor) -> Tensor:
+    """Round to zero or sign·2^e, e in the 2^(bits-1) - 1 exponents up to the one nearest max_abs.
+
+    1 sign bit + (bits-1) bits of exponent code, one code meaning zero: a coefficient is applied by a shift and an
+    add in the digital combination unit. Magnitudes round to the nearest level in the linear domain.
+    """
+    n_exponents = 2 ** (bits - 1) - 1
+    tiny = torch.finfo(x.dtype).tiny
+    e_max = torch.round(torch.log2(max_abs.clamp_min(tiny)))
+    e_min = e_max - (n_exponents - 1)
+    magnitude = x.abs()
+    e = torch.floor(torch.log2(magnitude.clamp_min(tiny)))
+    e = e + (magnitude > 1.5 * torch.exp2(e)).to(e.dtype)  # nearest of 2^e, 2^(e+1)
+    e = torch.clamp(e, e_min, e_max)
+    q = torch.sign(x) * torch.exp2(e)
+    return torch.where(magnitude < torch.exp2(e_min - 1), torch.zeros_like(q), q)
+
+
+def quantize(x: Tensor, bits: int | None, method: str, max_abs: Tensor) -> Tensor:
+    """Quantize with `method` ("uniform" | "pow2"); bits=None returns x unchanged (quantization off)."""
+    if bits is None:
+        return x
+    if method == "uniform":
+        return quantize_uniform(x, bits, max_abs)
+    if method == "pow2":
+        return quantize_pow2(x, bits, max_abs)
+    raise ValueError(f"coef_quant={method!r} is not a quantizer; allowed: {', '.join(QUANTIZERS)}")
+
+
+def check_bits(name: str, bits: int | None) -> None:
+    if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16):
+        raise ValueError(f"{name}={bits!r} is not allowed; use an integer in [2, 16] or None (no quantization)")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The bank: one basis for the whole network.
+# --------------------------------------------------------------------------------------------------------------
+class BasisBank(nn.Module):
+    """The global basis B (n_basis x segment_len) shared by every basis-mapped layer of a network.
+
+    It is registered once, on the model's root (`model.basisn_bank`), so it appears once in `state_dict`; the
+    layers keep an unregistered reference to it. `groups` > 1 splits the basis into equal groups for the
+    group-sparse option (each segment uses one group).
+    """
+
+    def __init__(self, n_basis: int, segment_len: int, basis_bits: int | None = 8, groups: int = 1) -> None:
+        super().__init__()
+        check_positive_int("n_basis", n_basis)
+        check_positive_int("segment_len", segment_len)
+        if n_basis > segment_len:
+            raise ValueError(
+                f"n_basis={n_basis} exceeds segment_len={segment_len}; allowed: 1 <= n_basis <= segment_len "
+                "(more basis vectors than the segment length cannot be linearly independent)"
+            )
+        check_bits("basis_bits", basis_bits)
+        check_positive_int("groups", groups)
+        if n_basis % groups:
+            raise ValueError(f"groups={groups} does not divide n_basis={n_basis}; allowed: a divisor of n_basis")
+        self.n_basis, self.segment_len, self.basis_bits, self.groups = (
+            n_basis,
+            segment_len,
+            basis_bits,
+            groups,
+        )
+        self.weight = nn.Parameter(random_orthonormal(n_basis, segment_len))
+        self.layers: list[BasisLayer] = []  # set by attach_bank, in forward order of the model's modules
+
+    @property
+    def group_size(self) -> int:
+        return self.n_basis // self.groups
+
+    def quantized(self) -> Tensor:
+        """Q_b(B): symmetric uniform, one scale for the whole basis (the cells hold `basis_bits`-bit weights)."""
+        if self.basis_bits is None:
+            return self.weight
+        max_abs = self.weight.detach().abs().amax()
+        return straight_through(self.weight, quantize_uniform(self.weight, self.basis_bits, max_abs))
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_basis={self.n_basis}, segment_len={self.segment_len}, basis_bits={self.basis_bits}, "
+            f"groups={self.groups}, layers={len(self.layers)}"
+        )
+
+
+def random_orthonormal(n: int, m: int, generator: torch.Generator | None = None) -> Tensor:
+    """n orthonormal rows of length m (n <= m), uniformly random (QR of a Gaussian matrix)."""
+    q, r = torch.linalg.qr(torch.randn(m, n, generator=generator, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))  # make the distribution uniform (Haar), not biased by QR's signs
+    return q.T.contiguous().float()
+
+
+def check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} is not allowed; use an integer >= 1")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Basis-mapped layers.
+# --------------------------------------------------------------------------------------------------------------
+class BasisLayer(nn.Module):
+    """Common part of BasisConv2d / BasisLinear: coefficients (O x S x n), per-output scale, quantizer settings."""
+
+    basis_mapped = True  # lets tools (e.g. basisn.hardware.layer_shapes) recognise basis layers without imports
+
+    def __init__(
+        self,
+        out_rows: int,
+        row_len: int,
+        weight_shape: tuple[int, ...],
+        bank: BasisBank,
+        coef_bits: int | None,
+        coef_quant: str,
+        coef_scale: str,
+        bias: bool,
+    ) -> None:
+        super().__init__()
+        if not isinstance(bank, BasisBank):
+            raise ValueError(f"bank={type(bank).__name__} is not allowed; pass a basisn.BasisBank")
+        check_bits("coef_bits", coef_bits)
+        if coef_quant not in QUANTIZERS:
+            raise ValueError(f"coef_quant={coef_quant!r} is not a quantizer; allowed: {', '.join(QUANTIZERS)}")
+        if coef_scale not in COEF_SCALES:
+            raise ValueError(f"coef_scale={coef_scale!r} is not allowed; allowed: {', '.join(COEF_SCALES)}")
+        object.__setattr__(self, "bank", bank)  # a plain reference: the bank is registered once, on the root
+        self.coef_bits, self.coef_quant, self.coef_scale = coef_bits, coef_quant, coef_scale
+        self.weight_shape = tuple(weight_shape)
+        self.row_len = row_len
+        self.segments = math.ceil(row_len / bank.segment_len)
+        self.coef = nn.Parameter(torch.empty(out_rows, self.segments, bank.n_basis))
+        self.scale = nn.Parameter(torch.ones(out_rows))
+        self.bias = nn.Parameter(torch.zeros(out_rows)) if bias else None
+        if bank.groups > 1:  # which basis group each segment may use (fixed at decomposition)
+            self.register_buffer("segment_group", torch.zeros(out_rows, self.segments, dtype=torch.long))
+        else:
+            self.segment_group = None
+        self._rebuilt: Tensor | None = None  # this pass's weight, set by the model's pre-forward hook
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Random coefficients giving rows of unit norm, scaled like Kaiming-normal weights (training from scratch)."""
+        n_active = self.bank.group_size
+        nn.init.normal_(self.coef, std=1.0 / math.sqrt(self.segments * n_active))
+        with torch.no_grad():
+            self.scale.fill_(math.sqrt(2.0))  # Kaiming: row norm sqrt(fan_in * 2 / fan_in)
+            if self.bias is not None:
+                self.bias.zero_()
+            if self.segment_group is not None:
+                self.segment_group.copy_(torch.randint(0, self.bank.groups, self.segment_group.shape))
+
+    @property
+    def out_rows(self) -> int:
+        return self.coef.shape[0]
+
+    def quantized_coefficients(self) -> Tensor:
+        """Q_c(coef) with the group mask applied, shape (O, S, n): what the digital unit multiplies with."""
+        return _quantized_coefficients([self]).reshape(self.coef.shape)
+
+    def weight(self) -> Tensor:
+        """This layer's reconstructed weight, rebuilt on its own (the model's forward rebuilds all layers at once)."""
+        return _rebuild([self])[0]
+
+    def current_weight(self) -> Tensor:
+        return self._rebuilt if self._rebuilt is not None else self.weight()
+
+
+class BasisConv2d(BasisLayer):
+    """Drop-in replacement for nn.Conv2d whose kernels are quantized combinations of the shared basis."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        bank: BasisBank,
+        coef_bits: int | None = 4,
+        coef_quant: str = "uniform",
+        coef_scale: str = "channel",
+    ) -> None:
+        # nn.Conv2d validates the hyper-parameters and computes the padding for padding_mode != "zeros";
+        # we borrow those checks (on the meta device: no memory) instead of re-writing them.
+        reference = nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            device="meta",
+        )
+        kh, kw = reference.kernel_size
+        super().__init__(
+            out_channels,
+            (in_channels // groups) * kh * kw,
+            (out_channels, in_channels // groups, kh, kw),
+            bank,
+            coef_bits,
+            coef_quant,
+            coef_scale,
+            bias,
+        )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.dilation = (
+            reference.kernel_size,
+            reference.stride,
+            reference.dilation,
+        )
+        self.padding, self.groups, self.padding_mode = reference.padding, groups, padding_mode
+        self._reversed_padding_repeated_twice = reference._reversed_padding_repeated_twice
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.current_weight()
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return F.conv2d(x, weight, self.bias, self.stride, _pair(0), self.dilation, self.groups)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, groups={self.groups}, segments={self.segments}, coef_bits={self.coef_bits}, "
+            f"coef_quant={self.coef_quant}"
+        )
+
+
+class BasisLinear(BasisLayer):
+    """Drop-in replacement for nn.Linear whose rows are quantized combinations of the shared basis."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        bank: BasisBank,
+        coef_bits: int | None = 4,
+        coef_quant: str = "uniform",
+        coef_scale: str = "channel",
+    ) -> None:
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
+        super().__init__(
+            out_features,
+            in_features,
+            (out_features, in_features),
+            bank,
+            coef_bits,
+            coef_quant,
+            coef_scale,
+            bias,
+        )
+        self.in_features, self.out_features = in_features, out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.current_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, segments={self.segments}, "
+            f"coef_bits={self.coef_bits}, coef_quant={self.coef_quant}"
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Rebuilding weights: all layers, one matmul.
+# --------------------------------------------------------------------------------------------------------------
+def _segment_index(layers: list[BasisLayer], device: torch.device) -> tuple[Tensor, Tensor]:
+    """(output row, layer) of every segment of the concatenation; cached per layout and device."""
+    layout = (tuple((layer.out_rows, layer.segments) for layer in layers), str(device))
+    cache = layers[0].bank.__dict__.setdefault("_segment_index_cache", {})
+    if layout not in cache:
+        rows = torch.tensor([r for r, _ in layout[0]])
+        segments = torch.tensor([s for _, s in layout[0]])
+        segments_per_row = torch.repeat_interleave(segments, rows)
+        row_of_segment = torch.repeat_interleave(torch.arange(len(segments_per_row)), segments_per_row)
+        layer_of_segment = torch.repeat_interleave(torch.arange(len(layers)), rows * segments)
+        if len(cache) > 8:  # layouts seen: the model's, and single layers' rebuilt on their own
+            cache.clear()
+        cache[layout] = (row_of_segment.to(device), layer_of_segment.to(device))
+    return cache[layout]
+
+
+def _quantized_coefficients(layers: list[BasisLayer]) -> Tensor:
+    """Q_c of every layer's coefficients, (all segments, n), computed on the concatenation in a few kernels."""
+    first = layers[0]
+    n_basis = first.bank.n_basis
+    coefs = torch.cat([layer.coef.reshape(-1, n_basis) for layer in layers])  # (all segments, n)
+    if first.bank.groups > 1:
+        segment_group = torch.cat([layer.segment_group.reshape(-1) for layer in layers])
+        vector_group = torch.arange(n_basis, device=coefs.device) // first.bank.group_size
+        coefs = coefs * (vector_group[None, :] == segment_group[:, None]).to(coefs.dtype)
+    if first.coef_bits is not None:
+        # the quantizer's range: max |coef| per output channel (or per layer), from the current values
+        row_of_segment, layer_of_segment = _segment_index(layers, coefs.device)
+        range_of_segment = row_of_segment if first.coef_scale == "channel" else layer_of_segment
+        n_ranges = sum(layer.out_rows for layer in layers) if first.coef_scale == "channel" else len(layers)
+        max_abs = torch.zeros(n_ranges, device=coefs.device, dtype=coefs.dtype).scatter_reduce(
+            0, range_of_segment, coefs.detach().abs().amax(dim=1), reduce="amax"
+        )
+        quantized = quantize(coefs, first.coef_bits, first.coef_quant, max_abs[range_of_segment, None])
+        coefs = straight_through(coefs, quantized)
+    return coefs
+
+
+def _rebuild(layers: list[BasisLayer]) -> list[Tensor]:
+    """Weights of `layers` (which share one bank and one quantizer setting) from one matmul."""
+    bank = layers[0].bank
+    coefs = _quantized_coefficients(layers)
+    row_of_segment, _ = _segment_index(layers, coefs.device)
+    scales = torch.cat([layer.scale for layer in layers])[row_of_segment]
+    segments = (coefs * scales[:, None]) @ bank.quantized()  # (all segments, m): the one matmul
+    weights = []
+    for layer, part in zip(layers, segments.split([layer.out_rows * layer.segments for layer in layers])):
+        rows = part.reshape(layer.out_rows, layer.segments * bank.segment_len)
+        if rows.shape[1] != layer.row_len:
+            rows = rows[:, : layer.row_len]  # drop the zero padding of the last segment
+        weights.append(rows.reshape(layer.weight_shape))
+    return weights
+
+
+def basis_layers(model: nn.Module) -> list[tuple[str, BasisLayer]]:
+    """(name, layer) of every basis-mapped layer of `model`, in module order."""
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, BasisLayer)]
+
+
+def rebuild_weights(model: nn.Module) -> dict[str, Tensor]:
+    """Every basis-mapped weight of `model` (module name -> weight), computed with one matmul over all layers."""
+    named = basis_layers(model)
+    if not named:
+        return {}
+    _check_shared_settings([layer for _, layer in named])
+    return dict(zip([name for name, _ in named], _rebuild([layer for _, layer in named])))
+
+
+def _check_shared_settings(layers: Iterable[BasisLayer]) -> None:
+    layers = list(layers)
+    first = layers[0]
+    for layer in layers[1:]:
+        if layer.bank is not first.bank:
+            raise ValueError("basis-mapped layers of one model must share one BasisBank; found two different banks")
+        mine = (layer.coef_bits, layer.coef_quant, layer.coef_scale)
+        theirs = (first.coef_bits, first.coef_quant, first.coef_scale)
+        if mine != theirs:
+            raise ValueError(
+                f"basis-mapped layers must share coef_bits/coef_quant/coef_scale to be rebuilt together; "
+                f"found {theirs} and {mine}"
+            )
+
+
+def _rebuild_before_forward(model: nn.Module, args: object) -> None:
+    bank: BasisBank = model.basisn_bank
+    for layer, weight in zip(bank.layers, _rebuild(bank.layers)):
+        layer._rebuilt = weight
+
+
+def _forget_after_forward(model: nn.Module, args: object, output: object) -> None:
+    for layer in model.basisn_bank.layers:  # free this pass's weights (their graph is held by the output)
+        layer._rebuilt = None
+
+
+def attach_bank(model: nn.Module, bank: BasisBank) -> nn.Module:
+    """Register `bank` on the model's root and rebuild all its basis layers once per forward pass.
+
+    `to_basisn` calls this; call it yourself for a model you built from BasisConv2d/BasisLinear directly.
+    """
+    check_root(model)
+    layers = [layer for _, layer in basis_layers(model)]
+    if not layers:
+        raise ValueError("model has no basis-mapped layer (BasisConv2d/BasisLinear) to attach a bank to")
+    foreign = [layer for layer in layers if layer.bank is not bank]
+    if foreign:
+        raise ValueError(f"{len(foreign)} basis layer(s) of the model use another bank than the one attached")
+    _check_shared_settings(layers)
+    model.basisn_bank = bank
+    bank.layers = layers
+    detach_bank_hooks(model)
+    model.register_forward_pre_hook(_rebuild_before_forward)
+    model.register_forward_hook(_forget_after_forward, always_call=True)
+    return model
+
+
+def check_root(model: nn.Module) -> None:
+    """The bank is registered on the root, so the root cannot be a container that iterates its children."""
+    if isinstance(model, nn.Sequential | nn.ModuleList | nn.ModuleDict):
+        raise ValueError(
+            f"model is an {type(model).__name__}; the shared basis is registered on the root module, which must "
+            "be an ordinary nn.Module: wrap it (e.g. class Net(nn.Module) holding the Sequential as self.body)"
+        )
+
+
+def detach_bank_hooks(model: nn.Module) -> None:
+    """Remove the rebuild hooks that attach_bank installed (to_dense and re-attaching use it)."""
+    for hooks, ours in (
+        (model._forward_pre_hooks, _rebuild_before_forward),
+        (model._forward_hooks, _forget_after_forward),
+    ):
+        for key in [key for key, hook in hooks.items() if hook is ours]:
+            del hooks[key]
+            model._forward_hooks_always_called.pop(key, None)
