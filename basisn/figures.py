@@ -1,0 +1,75 @@
+"""One style and deterministic writers for everything in paper_figures/ (used by the notebooks only).
+
+Determinism: the same data gives byte-identical files. PDF and PNG get no timestamps or version strings in their
+metadata, SVG hashes use a fixed salt, fonts are fixed (DejaVu Sans ships with matplotlib), and files are
+written atomically (temp file, then rename) so a failing notebook never leaves half a figure behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless and deterministic; notebooks display the PNG we write
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+SCHEME_COLORS = {"ideal": "#4c72b0", "reprogram": "#c44e52", "basisn": "#55a868", "floor": "#8c8c8c"}
+
+
+def set_style() -> None:
+    """The one seaborn style of every figure."""
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font="DejaVu Sans")
+    matplotlib.rcParams.update(
+        {
+            "svg.hashsalt": "basisn",
+            "pdf.fonttype": 42,
+            "font.family": "DejaVu Sans",
+            "figure.dpi": 100,
+            "savefig.dpi": 200,
+            "savefig.bbox": "tight",
+            "figure.figsize": (6.0, 3.6),
+        }
+    )
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_figure(fig: plt.Figure, out_dir: str | Path, stem: str) -> list[Path]:
+    """Write `stem.pdf` and `stem.png` with no varying metadata; returns the paths."""
+    out_dir = Path(out_dir)
+    pdf = _atomic_write(
+        out_dir / f"{stem}.pdf",
+        lambda p: fig.savefig(p, format="pdf", metadata={"CreationDate": None, "ModDate": None, "Producer": None}),
+    )
+    png = _atomic_write(out_dir / f"{stem}.png", lambda p: fig.savefig(p, format="png", metadata={"Software": None}))
+    return [pdf, png]
+
+
+def save_table(table: pd.DataFrame, out_dir: str | Path, stem: str, float_format: str = "{:.4g}") -> list[Path]:
+    """Write `stem.csv` (full precision), `stem.tex` and `stem.md` (rounded for reading); returns the paths."""
+    out_dir = Path(out_dir)
+    shown = table.copy()
+    for column in shown.select_dtypes("float").columns:
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else float_format.format(v))
+    return [
+        _atomic_write(out_dir / f"{stem}.csv", lambda p: table.to_csv(p, index=False)),
+        _atomic_write(out_dir / f"{stem}.tex", lambda p: p.write_text(shown.to_latex(index=False))),
+        _atomic_write(out_dir / f"{stem}.md", lambda p: p.write_text(shown.to_markdown(index=False) + "\n")),
+    ]
