@@ -13,6 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("basisn.data", "fetch_main", "fetch the dataset into data/raw (mirror, Debian package, download)"),
     "hw-eval": ("basisn.hardware.report", "hw_eval_main", "cost model: cycles, energy, EDP of every scheme"),
+    "robustness": ("basisn.hardware.robustness", "robustness_main", "accuracy under analog crossbar non-idealities"),
 }
 
 
