@@ -169,7 +169,7 @@ def to_basisn(
     Returns the model and a report: one dict per converted layer (name, kind, weight shape, segments,
     coefficients (active), weights, relative reconstruction error with and without quantization).
     """
-    exclude = tuple(exclude)
+    exclude = exclude if isinstance(exclude, str) else tuple(exclude)  # a bare string is refused by _validate
     _validate(model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, groups, exclude, coef_scale, init)
     targets = [
         (name, module)

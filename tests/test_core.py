@@ -1,0 +1,368 @@
+"""The BasisN core: basis-mapped layers, decomposition, quantizers, conversion, saving."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import basisn
+from basisn.basis import least_squares_coefficients, segment_rows, top_singular_basis, weight_rows
+from basisn.layers import BasisBank, quantize_pow2, quantize_uniform
+
+FAST = settings(max_examples=25, deadline=None)
+
+
+class Net(nn.Module):
+    """Conv (plain, strided+grouped, depthwise-ish, 1x1) + Linear: the layer kinds real networks have."""
+
+    def __init__(self, padding_mode: str = "zeros") -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, padding_mode=padding_mode)
+        self.grouped = nn.Conv2d(8, 16, (3, 5), stride=2, padding=(1, 2), groups=2, bias=False)
+        self.block = nn.Sequential(nn.ReLU(), nn.Conv2d(16, 16, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.grouped(self.stem(x))).mean((2, 3)))
+
+
+def converted(seed: int = 0, **kwargs) -> tuple[nn.Module, nn.Module, list[dict]]:
+    torch.manual_seed(seed)
+    original = Net().eval()
+    model, report = basisn.to_basisn(copy.deepcopy(original), **kwargs)
+    return original, model.eval(), report
+
+
+# ---------------------------------------------------------------- layers equal F.conv2d / F.linear with their weight
+@FAST
+@given(
+    in_per_group=st.integers(1, 4),
+    out_per_group=st.integers(1, 4),
+    conv_groups=st.integers(1, 3),
+    kh=st.integers(1, 4),
+    kw=st.integers(1, 4),
+    stride=st.integers(1, 3),
+    padding=st.integers(0, 2),
+    dilation=st.integers(1, 2),
+    bias=st.booleans(),
+    segment_len=st.integers(1, 20),
+    n_frac=st.floats(0.1, 1.0),
+    coef_bits=st.sampled_from([None, 2, 4, 8]),
+    coef_quant=st.sampled_from(["uniform", "pow2"]),
+    seed=st.integers(0, 2**16),
+)
+def test_conv_layer_equals_functional_conv_with_its_weight(
+    in_per_group, out_per_group, conv_groups, kh, kw, stride, padding, dilation, bias, segment_len, n_frac,
+    coef_bits, coef_quant, seed,
+):  # fmt: skip
+    torch.manual_seed(seed)
+    n_basis = max(1, int(n_frac * segment_len))
+    bank = BasisBank(n_basis, segment_len)
+    layer = basisn.BasisConv2d(
+        in_per_group * conv_groups, out_per_group * conv_groups, (kh, kw), stride, padding, dilation, conv_groups,
+        bias, bank=bank, coef_bits=coef_bits, coef_quant=coef_quant,
+    )  # fmt: skip
+    size = dilation * (max(kh, kw) - 1) + 1 + 3
+    x = torch.randn(2, in_per_group * conv_groups, size, size + 1)
+    weight = layer.weight()
+    assert weight.shape == (out_per_group * conv_groups, in_per_group, kh, kw)
+    expected = F.conv2d(x, weight, layer.bias, stride, padding, dilation, conv_groups)
+    torch.testing.assert_close(layer(x), expected)
+
+
+@FAST
+@given(
+    in_features=st.integers(1, 40),
+    out_features=st.integers(1, 12),
+    segment_len=st.integers(1, 16),
+    bias=st.booleans(),
+    coef_bits=st.sampled_from([None, 3, 6]),
+    seed=st.integers(0, 2**16),
+)
+def test_linear_layer_equals_functional_linear_with_its_weight(
+    in_features, out_features, segment_len, bias, coef_bits, seed
+):
+    torch.manual_seed(seed)
+    bank = BasisBank(max(1, segment_len // 2), segment_len)
+    layer = basisn.BasisLinear(in_features, out_features, bias, bank=bank, coef_bits=coef_bits)
+    x = torch.randn(5, in_features)
+    torch.testing.assert_close(layer(x), F.linear(x, layer.weight(), layer.bias))
+
+
+def test_padding_modes_match_nn_conv2d():
+    for mode in ("zeros", "reflect", "replicate", "circular"):
+        torch.manual_seed(1)
+        original = Net(padding_mode=mode).eval()
+        model, _ = basisn.to_basisn(copy.deepcopy(original), 128, coef_bits=None, basis_bits=None)
+        x = torch.randn(2, 3, 9, 9)
+        torch.testing.assert_close(model(x), original(x), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- exact conversion when nothing is lost
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**16), segment_len=st.sampled_from([1, 7, 16, 45, 128]))
+def test_full_basis_without_quantization_reproduces_the_model(seed, segment_len):
+    original, model, report = converted(
+        seed, n_basis=segment_len, segment_len=segment_len, coef_bits=None, basis_bits=None
+    )
+    x = torch.randn(3, 3, 12, 12)
+    torch.testing.assert_close(model(x), original(x), rtol=1e-4, atol=1e-5)
+    assert max(row["rel_error"] for row in report) < 1e-5
+
+
+def test_quantized_conversion_is_close_but_not_exact():
+    original, model, report = converted(0, n_basis=16, segment_len=16, coef_bits=4)
+    assert all(0 < row["rel_error"] < 0.2 for row in report), report
+    assert all(row["rel_error"] >= row["rel_error_unquantized"] - 1e-9 for row in report)
+
+
+# ---------------------------------------------------------------- decomposition quality
+def normalised_error(model: nn.Module, original: nn.Module) -> float:
+    """The decomposition's objective: squared error of every output row, each row normalised to unit norm."""
+    rebuilt = basisn.rebuild_weights(model)
+    total = 0.0
+    for name, module in original.named_modules():
+        if name in rebuilt:
+            target = weight_rows(module.weight.detach())
+            error = weight_rows(rebuilt[name].detach()) - target
+            total += float((error.square().sum(1) / target.square().sum(1)).sum())
+    return total
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**16), n_basis=st.integers(1, 12), rank=st.integers(1, 16))
+def test_svd_basis_reconstructs_no_worse_than_a_random_orthonormal_basis(seed, n_basis, rank):
+    torch.manual_seed(seed)
+    original = Net().eval()
+    with torch.no_grad():  # structured weights (low rank + noise), like trained networks have
+        mixing = torch.randn(rank, 16)
+        for module in original.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                rows = weight_rows(module.weight)
+                padded = segment_rows(rows, 16)
+                structured = torch.randn(*padded.shape[:2], rank) @ mixing + 0.1 * torch.randn_like(padded)
+                module.weight.copy_(
+                    structured.reshape(rows.shape[0], -1)[:, : rows.shape[1]].reshape(module.weight.shape)
+                )
+    kwargs = dict(n_basis=n_basis, segment_len=16, coef_bits=None, basis_bits=None)
+    svd, _ = basisn.to_basisn(copy.deepcopy(original), **kwargs, init="svd")
+    for random_seed in range(3):
+        rand, _ = basisn.to_basisn(copy.deepcopy(original), **kwargs, init="random", seed=random_seed)
+        assert normalised_error(svd, original) <= normalised_error(rand, original) * (1 + 1e-6) + 1e-9
+
+
+def test_top_singular_basis_matches_torch_svd():
+    segments = torch.randn(200, 10, dtype=torch.float64)
+    basis = top_singular_basis(segments, 4)
+    _, _, vh = torch.linalg.svd(segments, full_matrices=False)
+    # same subspace: projection matrices agree
+    torch.testing.assert_close(basis.T @ basis, vh[:4].T @ vh[:4])
+    torch.testing.assert_close(basis @ basis.T, torch.eye(4, dtype=torch.float64))
+
+
+def test_least_squares_coefficients_are_optimal_for_a_non_orthogonal_basis():
+    basis = torch.randn(3, 8, dtype=torch.float64)
+    x = torch.randn(50, 8, dtype=torch.float64)
+    coefs = least_squares_coefficients(x, basis)
+    best = torch.linalg.lstsq(basis.T, x.T).solution.T
+    torch.testing.assert_close(coefs, best)
+
+
+def test_group_sparse_segments_use_only_their_group():
+    _, model, report = converted(0, n_basis=8, segment_len=16, groups=4, coef_bits=4)
+    for layer in (model.stem, model.grouped, model.head):
+        q = layer.quantized_coefficients()
+        vector_group = torch.arange(8) // 2
+        outside = vector_group[None, None, :] != layer.segment_group[:, :, None]
+        assert torch.all(q[outside] == 0)
+        assert layer.segment_group.min() >= 0 and layer.segment_group.max() < 4
+    _, dense_coef, dense_report = converted(0, n_basis=8, segment_len=16, groups=1, coef_bits=None, basis_bits=None)
+    _, _, sparse_report = converted(0, n_basis=8, segment_len=16, groups=4, coef_bits=None, basis_bits=None)
+    # fewer active coefficients can only reconstruct worse (or equal) than all n with the optimal shared basis
+    assert sum(r["rel_error"] for r in sparse_report) >= sum(r["rel_error"] for r in dense_report) - 1e-6
+    assert all(s["coefficients"] * 4 == d["coefficients"] for s, d in zip(sparse_report, dense_report))
+
+
+# ---------------------------------------------------------------- training signal
+def test_gradients_reach_coefficients_scales_and_the_basis():
+    _, model, _ = converted(0, n_basis=8, segment_len=16, coef_bits=4, coef_quant="pow2")
+    model.train()
+    model(torch.randn(4, 3, 10, 10)).square().mean().backward()
+    assert model.basisn_bank.weight.grad is not None and model.basisn_bank.weight.grad.abs().sum() > 0
+    for _, layer in basisn.basis_layers(model):
+        assert layer.coef.grad is not None and layer.coef.grad.abs().sum() > 0
+        assert layer.scale.grad is not None and layer.scale.grad.abs().sum() > 0
+
+
+def test_straight_through_estimator_passes_the_gradient_unchanged():
+    bank = BasisBank(4, 8)
+    quantized = basisn.BasisLinear(8, 3, bias=False, bank=bank, coef_bits=3)
+    plain = basisn.BasisLinear(8, 3, bias=False, bank=BasisBank(4, 8, basis_bits=None), coef_bits=None)
+    with torch.no_grad():
+        plain.coef.copy_(quantized.coef)
+        plain.bank.weight.copy_(bank.weight)
+    upstream = torch.randn(3, 8)
+    (quantized.weight() * upstream).sum().backward()
+    (plain.weight() * upstream).sum().backward()
+    # dL/dcoef = scale * upstream @ Q_b(B)^T for the STE, and with Q_b off the same with B: compare via the basis
+    expected = (upstream * quantized.scale.detach()[:, None]) @ bank.quantized().detach().T
+    torch.testing.assert_close(quantized.coef.grad.reshape(3, 4), expected)
+
+
+# ---------------------------------------------------------------- quantizers
+@FAST
+@given(bits=st.integers(2, 8), seed=st.integers(0, 2**16), spread=st.floats(1e-3, 1e3))
+def test_uniform_quantizer_takes_at_most_2_to_the_bits_levels(bits, seed, spread):
+    x = torch.randn(1000, generator=torch.Generator().manual_seed(seed)) * spread
+    q = quantize_uniform(x, bits, x.abs().max())
+    assert q.unique().numel() <= 2**bits
+    step = x.abs().max() / (2 ** (bits - 1) - 1)
+    assert torch.all((q - x).abs() <= step / 2 + 1e-6 * spread)  # round to nearest inside the range
+    assert torch.all(q.abs() <= x.abs().max() * (1 + 1e-6))
+
+
+@FAST
+@given(bits=st.integers(2, 8), seed=st.integers(0, 2**16), spread=st.floats(1e-3, 1e3))
+def test_pow2_quantizer_gives_signed_powers_of_two_and_zero(bits, seed, spread):
+    x = torch.randn(1000, generator=torch.Generator().manual_seed(seed)) * spread
+    q = quantize_pow2(x, bits, x.abs().max())
+    nonzero = q[q != 0]
+    exponents = torch.log2(nonzero.abs())
+    assert torch.all(exponents == exponents.round())
+    assert q.unique().numel() <= 2**bits
+    assert torch.all(torch.sign(nonzero) == torch.sign(x[q != 0]))
+    assert exponents.unique().numel() <= 2 ** (bits - 1) - 1
+
+
+@pytest.mark.parametrize("coef_quant", ["uniform", "pow2"])
+@pytest.mark.parametrize("coef_bits", [2, 4])
+def test_layer_coefficients_take_at_most_2_to_the_bits_levels_per_channel(coef_quant, coef_bits):
+    _, model, _ = converted(0, n_basis=8, segment_len=16, coef_bits=coef_bits, coef_quant=coef_quant)
+    for _, layer in basisn.basis_layers(model):
+        q = layer.quantized_coefficients()
+        for channel in q:
+            assert channel.unique().numel() <= 2**coef_bits
+    _, model, _ = converted(
+        0, n_basis=8, segment_len=16, coef_bits=coef_bits, coef_quant=coef_quant, coef_scale="layer"
+    )
+    for _, layer in basisn.basis_layers(model):
+        assert layer.quantized_coefficients().unique().numel() <= 2**coef_bits
+
+
+# ---------------------------------------------------------------- one bank, one matmul
+def test_the_shared_bank_is_one_tensor():
+    _, model, _ = converted(0, n_basis=8, segment_len=16)
+    bank_keys = [key for key in model.state_dict() if key.startswith("basisn_bank.")]
+    assert bank_keys == ["basisn_bank.weight"]
+    layers = [layer for _, layer in basisn.basis_layers(model)]
+    assert len(layers) == 4 and all(layer.bank is model.basisn_bank for layer in layers)
+    assert sum(p is model.basisn_bank.weight for p in model.parameters()) == 1
+    assert not any("weight" in key for key in model.state_dict() if not key.startswith(("basisn_bank", "block.2")))
+    clone = copy.deepcopy(model)
+    assert all(layer.bank is clone.basisn_bank for _, layer in basisn.basis_layers(clone))
+
+
+def test_forward_rebuilds_all_weights_with_one_basis_read(monkeypatch):
+    _, model, _ = converted(0, n_basis=8, segment_len=16)
+    calls = []
+    original_quantized = BasisBank.quantized
+    monkeypatch.setattr(BasisBank, "quantized", lambda self: calls.append(1) or original_quantized(self))
+    matmuls = []
+    original_matmul = torch.Tensor.__matmul__
+    monkeypatch.setattr(torch.Tensor, "__matmul__", lambda a, b: matmuls.append(1) or original_matmul(a, b))
+    x = torch.randn(2, 3, 8, 8)
+    out = model(x)
+    assert len(calls) == 1 and len(matmuls) == 1
+    weights = basisn.rebuild_weights(model)
+    assert set(weights) == {"stem", "grouped", "block.1", "head"}
+    for name, layer in basisn.basis_layers(model):
+        torch.testing.assert_close(weights[name], layer.weight())
+        assert layer._rebuilt is None  # the pass's weights are released after the forward
+    assert out.shape == (2, 10)
+
+
+def test_to_dense_gives_an_ordinary_model_with_the_same_outputs():
+    _, model, _ = converted(0, n_basis=8, segment_len=16, coef_bits=4, coef_quant="pow2", groups=2)
+    dense = basisn.to_dense(model)
+    x = torch.randn(2, 3, 11, 11)
+    torch.testing.assert_close(dense(x), model(x), rtol=1e-5, atol=1e-6)
+    assert not hasattr(dense, "basisn_bank") and not basisn.basis_layers(dense)
+    assert isinstance(dense.stem, nn.Conv2d) and isinstance(dense.head, nn.Linear)
+    assert not dense._forward_pre_hooks and hasattr(model, "basisn_bank")  # the input model is untouched
+
+
+def test_save_and_load_round_trip_exactly(tmp_path):
+    _, model, _ = converted(0, n_basis=8, segment_len=16, coef_bits=3, coef_quant="pow2", groups=2, exclude=["head"])
+    with torch.no_grad():  # make sure trained values (not the decomposition) are what is saved
+        model.stem.coef.add_(0.01)
+        model.basisn_bank.weight.mul_(1.01)
+    path = tmp_path / "model.pt"
+    basisn.save_basisn(model, path, extra={"note": "x"})
+    assert torch.load(path, weights_only=True)["config"]["exclude"] == ["head"]
+    torch.manual_seed(123)  # a different fresh model: everything must come from the file
+    fresh = Net().eval()
+    extra = basisn.load_basisn(fresh, path)
+    assert extra == {"note": "x"}
+    x = torch.randn(2, 3, 9, 9)
+    assert torch.equal(fresh(x), model(x))
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    assert isinstance(fresh.head, nn.Linear)
+
+
+def test_exclude_keeps_named_modules_dense():
+    _, model, report = converted(0, n_basis=8, segment_len=16, exclude=["stem", "block"])
+    assert isinstance(model.stem, nn.Conv2d) and isinstance(model.block[1], nn.Conv2d)
+    assert [row["name"] for row in report] == ["grouped", "head"]
+
+
+# ---------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(n_basis=0), "n_basis=0"),
+        (dict(n_basis=8, segment_len=0), "segment_len=0"),
+        (dict(n_basis=20, segment_len=16), "n_basis=20"),
+        (dict(n_basis=8, coef_bits=1), "coef_bits=1"),
+        (dict(n_basis=8, basis_bits=1), "basis_bits=1"),
+        (dict(n_basis=8, groups=3), "groups=3"),
+        (dict(n_basis=8, groups=0), "groups=0"),
+        (dict(n_basis=8, coef_quant="log"), "coef_quant='log'"),
+        (dict(n_basis=8, coef_scale="tensor"), "coef_scale='tensor'"),
+        (dict(n_basis=8, exclude=["nope"]), "'nope'"),
+        (dict(n_basis=8, exclude="stem"), "exclude='stem'"),
+        (dict(n_basis=8, init="kmeans"), "init='kmeans'"),
+    ],
+)
+def test_bad_arguments_raise_before_the_model_is_touched(kwargs, message):
+    torch.manual_seed(0)
+    model = Net()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")) as info:
+        basisn.to_basisn(model, **kwargs)
+    assert "allowed" in str(info.value) or "modules are" in str(info.value) or "pass a list" in str(info.value)
+    assert isinstance(model.stem, nn.Conv2d) and not hasattr(model, "basisn_bank")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_sequential_roots_and_double_conversion_are_refused():
+    with pytest.raises(ValueError, match="Sequential"):
+        basisn.to_basisn(nn.Sequential(nn.Linear(4, 4)), 2, segment_len=4)
+    _, model, _ = converted(0, n_basis=8, segment_len=16)
+    with pytest.raises(ValueError, match="already basis-mapped"):
+        basisn.to_basisn(model, 8, segment_len=16)
+
+
+def test_kaiming_like_initialisation_of_standalone_layers():
+    torch.manual_seed(0)
+    layer = basisn.BasisConv2d(64, 64, 3, bank=BasisBank(32, 64), coef_bits=None)
+    weight = layer.weight()
+    expected_std = math.sqrt(2.0 / (64 * 9))
+    assert 0.5 * expected_std < weight.std() < 1.5 * expected_std
