@@ -1,0 +1,66 @@
+# Two commands for a fresh machine (see README.md):
+#   make repro   environment + data + the whole DVC pipeline (dvc repro) + the metrics
+#   make test    environment + the test suite (slow end-to-end tests run their smoke profile)
+# Everything runs inside .venv, created here from pyproject.toml (same pins as environment.yml).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
+FASHION_MNIST_URL := http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/
+PYTEST_ARGS ?=
+
+.PHONY: help venv data repro test test-full lint lab clean-venv
+
+help:
+	@echo "make repro      create .venv, fetch Fashion-MNIST, run the DVC pipeline (dvc repro), show metrics"
+	@echo "make test       create/reuse .venv and run the test suite (smoke profile of slow tests)"
+	@echo "make test-full  the same with the slow end-to-end tests at full size"
+	@echo "make lint       ruff check + format check"
+	@echo "make lab        open JupyterLab on notebooks/"
+
+venv: $(STAMP)
+
+# Re-install when the pins change. The kernel is installed into the venv (--sys-prefix) under the name the
+# DVC notebook stages pass to papermill (-k basisn), so nothing outside .venv is touched.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"Python >= 3.11 needed, found {sys.version.split()[0]}: set PYTHON=python3.11"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name basisn --display-name "Python (basisn)" >/dev/null
+	touch $(STAMP)
+
+# Fashion-MNIST: a mirror (BASISN_DATA_MIRROR), else Debian's dataset-fashion-mnist (installed here when apt-get
+# exists and the files are missing), else torchvision's download. `basisn data fetch` verifies every MD5.
+data: $(STAMP)
+	@if [ -z "$$BASISN_DATA_MIRROR" ] && [ ! -d $(FASHION_MNIST_DEB_DIR) ] && command -v apt-get >/dev/null \
+	    && ! $(PYTHON) -c "import urllib.request as u; u.urlopen('$(FASHION_MNIST_URL)', timeout=5)" 2>/dev/null; then \
+	  echo "Fashion-MNIST: installing Debian's dataset-fashion-mnist (no mirror, no internet)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+	    || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; } \
+	    || echo "apt-get could not install dataset-fashion-mnist; basisn data fetch will try the other sources"; \
+	fi
+	$(BIN)/basisn data fetch
+
+repro: data
+	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-full: $(STAMP)
+	BASISN_FULL_TESTS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+clean-venv:
+	rm -rf $(VENV)
