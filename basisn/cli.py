@@ -12,6 +12,13 @@ import sys
 # command -> ("module", "function", one-line help). The function takes argv (list[str]) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("basisn.data", "fetch_main", "fetch the dataset into data/raw (mirror, Debian package, download)"),
+    "data-check": ("basisn.pipeline", "data_main", "stage data: verify data/raw, write a dataset summary"),
+    "train": ("basisn.pipeline", "train_main", "stage train: the dense baseline (torchrun for multi-GPU)"),
+    "decompose": ("basisn.pipeline", "decompose_main", "stage decompose: to_basisn + reconstruction report"),
+    "finetune": ("basisn.pipeline", "finetune_main", "stage finetune: BasisN with quantization + distillation"),
+    "evaluate": ("basisn.pipeline", "evaluate_main", "stage evaluate: dense vs decomposed vs BasisN accuracy"),
+    "sweep": ("basisn.pipeline", "sweep_main", "stage sweep: n_basis x coef_bits"),
+    "notebook": ("basisn.notebooks", "notebook_main", "execute a notebook (jupytext + papermill) into paper_figures"),
     "hw-eval": ("basisn.hardware.report", "hw_eval_main", "cost model: cycles, energy, EDP of every scheme"),
     "robustness": ("basisn.hardware.robustness", "robustness_main", "accuracy under analog crossbar non-idealities"),
 }
