@@ -1,0 +1,44 @@
+"""Hardware evaluation of BasisN: the crossbar cost model (DESIGN.md 2) and its presets.
+
+Public API (docs/hardware.md): ``HardwareConfig``, ``BasisSpec``, ``PRESETS``, ``preset``; ``layer_shapes``,
+``LayerShape``, ``NetworkShapes``, ``save_shapes``, ``load_shapes``; ``evaluate``, ``evaluate_all``, ``sweep``,
+``ratios``, ``floor_cycles``, ``min_crossbars``, ``total_tiles``, ``SCHEMES``. The CLI is ``basisn hw-eval``
+(``basisn.hardware.report``). Importing this package needs only torch, numpy and pandas.
+"""
+
+from basisn.hardware.config import PRESETS, BasisSpec, HardwareConfig, preset
+from basisn.hardware.cost import (
+    SCHEMES,
+    Evaluation,
+    basis_layouts,
+    evaluate,
+    evaluate_all,
+    floor_cycles,
+    min_crossbars,
+    ratios,
+    sweep,
+    total_tiles,
+)
+from basisn.hardware.shapes import LayerShape, NetworkShapes, layer_shapes, load_shapes, save_shapes
+
+__all__ = [
+    "PRESETS",
+    "SCHEMES",
+    "BasisSpec",
+    "Evaluation",
+    "HardwareConfig",
+    "LayerShape",
+    "NetworkShapes",
+    "basis_layouts",
+    "evaluate",
+    "evaluate_all",
+    "floor_cycles",
+    "layer_shapes",
+    "load_shapes",
+    "min_crossbars",
+    "preset",
+    "ratios",
+    "save_shapes",
+    "sweep",
+    "total_tiles",
+]

@@ -1,0 +1,214 @@
+"""The hardware description of the cost model (DESIGN.md 2.1) and its named presets.
+
+Every constant cites its source next to its value; `docs/hardware.md` repeats them in one table. Units are SI
+(seconds, joules). Where a value is uncertain we take the one that favours the reprogramming baseline (cheap and
+fast writes), so that BasisN's advantage is never inflated; the sensitivity to it is swept in `hw-eval`.
+
+Sources (full references in docs/hardware.md):
+- ISAAC: A. Shafiee et al., "ISAAC: A Convolutional Neural Network Accelerator with In-Situ Analog Arithmetic in
+  Crossbars", ISCA 2016, Table I (32 nm; per IMA: 8 arrays 128x128 at 2 bits/cell = 2.4 mW, 8x128 1-bit DACs =
+  4 mW, 8x128 sample-and-hold = 10 uW, 8 ADCs 8-bit 1.2 GS/s = 16 mW, 4 shift-and-add = 0.2 mW) and section IV
+  (a cycle is one crossbar read, 100 ns).
+- NeuroSim: P.-Y. Chen, X. Peng, S. Yu, "NeuroSim: A Circuit-Level Macro Model for Benchmarking Neuro-Inspired
+  Architectures in Online Learning", IEEE TCAD 2018; code github.com/neurosim/MLP_NeuroSim_V3.0, Cell.cpp
+  (RealDevice: 2 V write pulses of 80 ns, conductance 0.476-10 uS; IdealDevice: 2 V pulses of 10 ns, conductance
+  0.1-5 uS, read pulse 5 ns).
+- Horowitz: M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014 (45 nm: 8-bit
+  integer multiply 0.2 pJ, 32-bit integer add 0.1 pJ).
+- DESIGN.md 2.4: the prototype of these formulas (not a measurement; kept as a preset to check our numbers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+INT_FIELDS = ("rows", "cols", "cell_bits", "weight_bits", "input_bits", "dac_bits", "verify_iters", "digital_lanes")
+TIME_FIELDS = ("t_cycle", "t_write_iter")
+ENERGY_FIELDS = ("e_xbar_step", "e_adc", "e_shift_add", "e_coef_mac", "e_write_iter")
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """One crossbar accelerator (DESIGN.md 2.1). Defaults are the `default` preset; see PRESETS for others.
+
+    Construction validates every field: a bad value raises ValueError naming the field, the value and what is
+    allowed. Use `replace(**changes)` for a modified copy (validated again).
+    """
+
+    # --- geometry and precision -----------------------------------------------------------------------------
+    rows: int = 128  # R: crossbar rows. ISAAC Table I: 128x128 arrays.
+    cols: int = 128  # C: crossbar columns. ISAAC Table I.
+    cell_bits: int = 2  # bits per RRAM cell. ISAAC Table I / section VIII-A: 2 bits per cell.
+    weight_bits: int = 8  # weight precision held by the cells (8-bit networks; ISAAC used 16). DESIGN.md 1.1/2.4.
+    input_bits: int = 8  # activation precision fed to the rows. DESIGN.md 2.4 prototype (T_in = 8).
+    dac_bits: int = 1  # bits per input step (bit-serial inputs). ISAAC Table I: 1-bit DACs.
+    # --- timing -----------------------------------------------------------------------------------------------
+    t_cycle: float = 100e-9  # one input step through one crossbar incl. ADC of its columns. ISAAC section IV: 100 ns.
+    verify_iters: int = 10  # N_wv write+verify iterations per cell. Uncertain (no device paper adopted): half the
+    # DESIGN.md 2.4 prototype's 20, which favours the baseline; swept 1..50 in hw-eval.
+    t_write_iter: float = 180e-9  # one write pulse + one verify read: NeuroSim RealDevice write pulse 80 ns
+    # + a verify read through the column ADC = one ISAAC crossbar read (100 ns).
+    # --- BasisN combination unit --------------------------------------------------------------------------------
+    digital_lanes: int = 128  # coefficient MACs per crossbar per t_cycle: one MAC unit per crossbar clocked at
+    # the rate ISAAC's ADC delivers that crossbar's outputs (128 conversions per 100 ns). Our assumption.
+    # --- energies (J) ------------------------------------------------------------------------------------------
+    e_xbar_step: float = 80.125e-12  # array + 128 DACs + 128 S+H, one crossbar, one step. ISAAC Table I:
+    # (2.4 mW + 4 mW + 0.01 mW) / 8 arrays x 100 ns = 30 + 50 + 0.125 pJ.
+    e_adc: float = 1.667e-12  # one 8-bit conversion. ISAAC Table I: 2 mW per ADC / 1.2 GS/s.
+    e_shift_add: float = 0.0208e-12  # one column output shifted and added. ISAAC Table I: 0.2 mW for 4 units
+    # / (8 ADCs x 1.2 GS/s) = 0.0208 pJ.
+    e_coef_mac: float = 0.3e-12  # one coefficient MAC (multiply + accumulate). Horowitz ISSCC 2014, 45 nm:
+    # 8-bit mult 0.2 pJ + 32-bit add 0.1 pJ (not scaled to 32 nm: favours the baseline).
+    e_write_iter: float = 1.68e-12  # one cell, one write+verify iteration: V^2·G·t of the NeuroSim RealDevice
+    # pulse, 2 V, mid-range G = 5.24 uS, 80 ns; verify and driver energy not charged (favours the baseline).
+
+    def __post_init__(self) -> None:
+        for name in INT_FIELDS:
+            check_int(name, getattr(self, name))
+        for name in TIME_FIELDS:
+            value = getattr(self, name)
+            if not _is_real(value) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}={value!r} is not allowed; use a finite time in seconds > 0")
+        for name in ENERGY_FIELDS:
+            value = getattr(self, name)
+            if not _is_real(value) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}={value!r} is not allowed; use a finite energy in joules >= 0")
+        if self.cell_bits > self.weight_bits:
+            raise ValueError(f"cell_bits={self.cell_bits} is not allowed; use at most weight_bits={self.weight_bits}")
+        if self.dac_bits > self.input_bits:
+            raise ValueError(f"dac_bits={self.dac_bits} is not allowed; use at most input_bits={self.input_bits}")
+        if self.cols_per_weight > self.cols:
+            raise ValueError(
+                f"cols={self.cols} is not allowed; a signed weight needs cols_per_weight={self.cols_per_weight} "
+                "columns (2 x ceil(weight_bits/cell_bits)), use cols >= that"
+            )
+
+    # --- derived quantities (DESIGN.md 2.1) ---------------------------------------------------------------------
+    @property
+    def slices(self) -> int:
+        """Cells per weight magnitude: ceil(weight_bits / cell_bits)."""
+        return -(-self.weight_bits // self.cell_bits)
+
+    @property
+    def cols_per_weight(self) -> int:
+        """cpw = 2·slices: a signed weight is a differential pair of bit-sliced cells."""
+        return 2 * self.slices
+
+    @property
+    def input_steps(self) -> int:
+        """T_in = ceil(input_bits / dac_bits): bit-serial input steps per crossbar read."""
+        return -(-self.input_bits // self.dac_bits)
+
+    @property
+    def write_iter_cycles(self) -> int:
+        """ceil(t_write_iter / t_cycle), robust to float noise (200 ns / 100 ns is 2 cycles, not 3)."""
+        return max(1, math.ceil(round(self.t_write_iter / self.t_cycle, 9)))
+
+    @property
+    def row_program_cycles(self) -> int:
+        """Cycles to program one row of every crossbar of a round: N_wv · ceil(t_write_iter / t_cycle)."""
+        return self.verify_iters * self.write_iter_cycles
+
+    @property
+    def e_step(self) -> float:
+        """Energy of one crossbar step: e_xbar_step + C·e_adc + C·e_shift_add (DESIGN.md 2.3)."""
+        return self.e_xbar_step + self.cols * (self.e_adc + self.e_shift_add)
+
+    def replace(self, **changes: Any) -> HardwareConfig:
+        """A validated copy with some fields changed; unknown field names raise ValueError."""
+        unknown = sorted(set(changes) - set(FIELD_NAMES))
+        if unknown:
+            raise ValueError(f"hardware field {unknown[0]!r} is unknown; allowed: {', '.join(FIELD_NAMES)}")
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(HardwareConfig))
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: object, low: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}={value!r} is not allowed; use an integer >= {low}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Presets. Only the fields that differ from HardwareConfig's defaults are listed, each with its source.
+# ----------------------------------------------------------------------------------------------------------------
+PRESET_CHANGES: dict[str, dict[str, Any]] = {
+    # ISAAC periphery, NeuroSim RealDevice writes verified through the ADC (the class defaults above).
+    "default": {},
+    # A faster-writing device: NeuroSim IdealDevice 10 ns pulses verified by a per-column sense amplifier in one
+    # NeuroSim read pulse (5 ns): 15 ns, i.e. one t_cycle per iteration. Fewer iterations (5, our assumption).
+    # Energy: 2 V^2 x mid-range G 2.55 uS x 10 ns = 0.10 pJ. Everything makes writing cheaper: favours the baseline.
+    "fast_write": {"t_write_iter": 15e-9, "verify_iters": 5, "e_write_iter": 0.10e-12},
+    # The prototype of DESIGN.md 2.4 (1 us per write+verify iteration, N_wv = 20): kept to check our numbers
+    # against it (BasisN/reprogram about 4.5% for ResNet-18 at N = 64, about 1.1% with G = 4). Not a device.
+    "design_prototype": {"t_write_iter": 1e-6, "verify_iters": 20},
+}
+
+PRESETS: dict[str, HardwareConfig] = {name: HardwareConfig(**changes) for name, changes in PRESET_CHANGES.items()}
+
+
+def preset(name: str = "default", **overrides: Any) -> HardwareConfig:
+    """The named preset, with optional field overrides (validated)."""
+    if name not in PRESETS:
+        raise ValueError(f"hardware preset {name!r} is unknown; allowed: {', '.join(PRESETS)}")
+    return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
+
+
+@dataclass(frozen=True)
+class BasisSpec:
+    """The basis of a BasisN mapping (DESIGN.md 1.1): n vectors of length m, split into G groups."""
+
+    n_basis: int = 64  # n: DESIGN.md 1.1 default
+    segment_len: int = 128  # m = R: DESIGN.md 1.1 default
+    groups: int = 1  # G: 1 = dense coefficients
+
+    def __post_init__(self) -> None:
+        check_int("n_basis", self.n_basis)
+        check_int("segment_len", self.segment_len)
+        check_int("groups", self.groups)
+        if self.n_basis > self.segment_len:
+            raise ValueError(
+                f"n_basis={self.n_basis} is not allowed; use at most segment_len={self.segment_len} "
+                "(more basis vectors than the segment length cannot be independent)"
+            )
+        if self.n_basis % self.groups:
+            raise ValueError(f"groups={self.groups} is not allowed; use a divisor of n_basis={self.n_basis}")
+
+    @property
+    def group_size(self) -> int:
+        return self.n_basis // self.groups
+
+    def check_fits(self, config: HardwareConfig) -> None:
+        """A segment occupies m rows of one crossbar: m <= R."""
+        if self.segment_len > config.rows:
+            raise ValueError(
+                f"segment_len={self.segment_len} is not allowed; use at most the crossbar rows R={config.rows}"
+            )
+
+    def as_dict(self) -> dict[str, int]:
+        return {"n_basis": self.n_basis, "segment_len": self.segment_len, "groups": self.groups}
+
+
+def as_basis(basis: BasisSpec | dict[str, int] | None, default: BasisSpec | None = None) -> BasisSpec:
+    """Coerce a dict (or None: `default`, else BasisSpec()) to a BasisSpec."""
+    if basis is None:
+        return default if default is not None else BasisSpec()
+    if isinstance(basis, BasisSpec):
+        return basis
+    if isinstance(basis, dict):
+        unknown = sorted(set(basis) - {"n_basis", "segment_len", "groups"})
+        if unknown:
+            raise ValueError(f"basis key {unknown[0]!r} is unknown; allowed: n_basis, segment_len, groups")
+        return BasisSpec(**basis)
+    raise ValueError(f"basis={basis!r} is not allowed; pass a BasisSpec, a dict or None")

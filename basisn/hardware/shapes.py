@@ -1,0 +1,285 @@
+"""Layer shapes for the cost model, read from any PyTorch model with forward hooks on one dummy input.
+
+The cost model (DESIGN.md 2.2) needs, per weight layer l: P_l output pixels per image (1 for a Linear on a
+vector), g_l groups, L_l = (C_in/g)·kh·kw rows of the unrolled weight, O_l = C_out/g outputs per group, and the
+kind. Basis-mapped layers (`basisn.layers.BasisConv2d/BasisLinear`, recognised by their class attribute
+`basis_mapped`) also give the network's basis (n, m, G). Only weight layers are costed: activations, pooling,
+normalisation and element-wise additions are digital work the model does not capture (docs/hardware.md).
+
+The hooks run on the `meta` device (parameters swapped for meta tensors with `torch.func.functional_call`, the
+model itself untouched), so ResNet-50 at 224x224 takes milliseconds; if the model fails on meta we fall back to the
+CPU with its real parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from basisn.hardware.config import BasisSpec
+
+SHAPES_FORMAT = "basisn-shapes/1"
+KINDS = ("conv", "linear")
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """One weight layer as the cost model sees it (DESIGN.md 2.2 notation)."""
+
+    name: str
+    kind: str  # "conv" | "linear"
+    P: int  # output pixels per image (1 for a Linear applied to a vector)
+    g: int  # groups
+    L: int  # weight rows per group: (C_in/g)·prod(kernel)
+    O: int  # outputs per group: C_out/g
+    mapped: bool | None = None  # basis-mapped? None: a plain model (the basisn scheme maps every layer)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind={self.kind!r} is not allowed (layer {self.name!r}); allowed: {', '.join(KINDS)}")
+        for name in ("P", "g", "L", "O"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is not allowed (layer {self.name!r}); use an integer >= 1")
+        if self.mapped not in (None, True, False):
+            raise ValueError(f"mapped={self.mapped!r} is not allowed (layer {self.name!r}); use true, false or null")
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates per image: P·g·L·O."""
+        return self.P * self.g * self.L * self.O
+
+
+@dataclass(frozen=True)
+class NetworkShapes:
+    """The weight layers of one network in execution order, plus its basis if it is basis-mapped."""
+
+    name: str
+    input_size: tuple[int, ...]
+    layers: tuple[LayerShape, ...]
+    basis: BasisSpec | None = None
+    _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        if not self.layers:
+            raise ValueError(f"network {self.name!r} has no Conv/Linear layer; nothing to cost")
+        if not all(isinstance(layer, LayerShape) for layer in self.layers):
+            raise ValueError(f"network {self.name!r}: layers must be LayerShape objects")
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def weights(self) -> int:
+        return sum(layer.g * layer.L * layer.O for layer in self.layers)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """P, g, L, O as int64 arrays and `mapped` as bool (None counts as mapped), cached: the cost model is
+        vectorised over layers."""
+        if "arrays" not in self._cache:
+            out = {k: np.array([getattr(layer, k) for layer in self.layers], dtype=np.int64) for k in "PgLO"}
+            out["mapped"] = np.array([layer.mapped is not False for layer in self.layers], dtype=bool)
+            self._cache["arrays"] = out
+        return self._cache["arrays"]
+
+    def table(self) -> Any:
+        """The shapes as a pandas DataFrame (one row per layer)."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            [
+                {"layer": i, "name": s.name, "kind": s.kind, "P": s.P, "g": s.g, "L": s.L, "O": s.O}
+                | {"mapped": s.mapped, "macs": s.macs}
+                for i, s in enumerate(self.layers)
+            ]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": SHAPES_FORMAT,
+            "name": self.name,
+            "input_size": list(self.input_size),
+            "basis": None if self.basis is None else self.basis.as_dict(),
+            "layers": [
+                {"name": s.name, "kind": s.kind, "P": s.P, "g": s.g, "L": s.L, "O": s.O, "mapped": s.mapped}
+                for s in self.layers
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], name: str | None = None) -> NetworkShapes:
+        if not isinstance(data, dict) or data.get("format") != SHAPES_FORMAT:
+            got = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"shapes format={got!r} is not allowed; expected {SHAPES_FORMAT!r}")
+        basis = data.get("basis")
+        return cls(
+            name=name or data.get("name", "model"),
+            input_size=tuple(data.get("input_size", ())),
+            layers=tuple(LayerShape(**layer) for layer in data["layers"]),
+            basis=None if basis is None else BasisSpec(**basis),
+        )
+
+
+def save_shapes(shapes: NetworkShapes, path: str | os.PathLike[str]) -> Path:
+    """Write `shapes` as JSON (atomically: a temp file moved into place), for `basisn hw-eval --model-shapes`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(shapes.to_dict(), f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_shapes(path: str | os.PathLike[str], name: str | None = None) -> NetworkShapes:
+    """Read a file written by `save_shapes`; `name` renames the network."""
+    with open(path) as f:
+        return NetworkShapes.from_dict(json.load(f), name=name)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading shapes from a model.
+# ----------------------------------------------------------------------------------------------------------------
+def _is_basis(module: nn.Module) -> bool:
+    return bool(getattr(type(module), "basis_mapped", False))
+
+
+def _is_conv(module: nn.Module) -> bool:
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return True
+    return _is_basis(module) and hasattr(module, "kernel_size")
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or (_is_basis(module) and hasattr(module, "in_features"))
+
+
+def _weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvTransposeNd):
+            raise ValueError(f"layer {name!r} is a transposed convolution; not supported by the cost model")
+        if _is_conv(module) or _is_linear(module):
+            found.append((name, module))
+    return found
+
+
+def _resolve_input(model_layers: list[tuple[str, nn.Module]], input_size: int | tuple[int, ...]) -> tuple[int, ...]:
+    """Full input shape with batch dimension from int / (H, W) / (C, H, W) / (B, C, H, W) (or (F,) / (B, F))."""
+    sizes = (input_size,) if isinstance(input_size, int) else tuple(input_size)
+    if not sizes or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes):
+        raise ValueError(f"input_size={input_size!r} is not allowed; use positive integers")
+    first_conv = next((m for _, m in model_layers if _is_conv(m)), None)
+    if first_conv is None:  # a model of Linear layers: (F,) or (B, F, ...)
+        return (1, *sizes) if len(sizes) == 1 else sizes
+    dims = len(first_conv.kernel_size)
+    if len(sizes) == 1:
+        return (1, first_conv.in_channels, *(sizes * dims))
+    if len(sizes) == dims:
+        return (1, first_conv.in_channels, *sizes)
+    if len(sizes) == dims + 1:
+        return (1, *sizes)
+    if len(sizes) == dims + 2:
+        return sizes
+    raise ValueError(
+        f"input_size={input_size!r} is not allowed; use an int, {dims} spatial sizes, (C, *spatial) or (B, C, *spatial)"
+    )
+
+
+def _shape_of(name: str, module: nn.Module, output: torch.Tensor) -> LayerShape:
+    mapped = True if _is_basis(module) else None
+    if _is_conv(module):
+        g = int(module.groups)
+        L = (int(module.in_channels) // g) * math.prod(int(k) for k in module.kernel_size)
+        return LayerShape(name, "conv", math.prod(output.shape[2:]), g, L, int(module.out_channels) // g, mapped)
+    return LayerShape(
+        name, "linear", math.prod(output.shape[1:-1]), 1, int(module.in_features), int(module.out_features), mapped
+    )
+
+
+def _run_hooked(model: nn.Module, x: torch.Tensor, params: dict[str, torch.Tensor] | None) -> list[LayerShape]:
+    layers = _weight_layers(model)
+    seen: list[LayerShape] = []
+    calls: dict[str, int] = {}
+
+    def hook(name: str):
+        def record(module: nn.Module, args: object, output: torch.Tensor) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            label = name if calls[name] == 1 else f"{name}#{calls[name]}"  # a module called twice costs twice
+            seen.append(_shape_of(label, module, output))
+
+        return record
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in layers]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()  # BatchNorm on a batch of one
+        with torch.no_grad():
+            if params is None:
+                model(x)
+            else:
+                torch.func.functional_call(model, params, (x,), strict=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, mode in modes.items():
+            module.training = mode
+    return seen
+
+
+def _network_basis(model: nn.Module) -> BasisSpec | None:
+    banks = {id(m.bank): m.bank for m in model.modules() if _is_basis(m) and getattr(m, "bank", None) is not None}
+    if not banks:
+        return None
+    if len(banks) > 1:
+        raise ValueError(f"model has {len(banks)} different basis banks; the cost model expects one shared basis")
+    bank = next(iter(banks.values()))
+    return BasisSpec(int(bank.n_basis), int(bank.segment_len), int(getattr(bank, "groups", 1)))
+
+
+def layer_shapes(model: nn.Module, input_size: int | tuple[int, ...], name: str | None = None) -> NetworkShapes:
+    """P, g, L, O and kind of every Conv/Linear (or basis-mapped) layer of `model`, in execution order.
+
+    `input_size`: an int (square image; channels from the first convolution), the spatial sizes, (C, H, W) or
+    (B, C, H, W); for a model without convolutions (F,) or (B, F). In a basis-mapped model, plain Conv/Linear
+    layers (kept dense via `exclude`) have mapped=False; in a plain model every layer has mapped=None.
+    """
+    layers = _weight_layers(model)
+    if not layers:
+        raise ValueError(f"model {type(model).__name__} has no Conv/Linear layer; nothing to cost")
+    shape = _resolve_input(layers, input_size)
+    basis = _network_basis(model)
+    named = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
+    try:
+        meta = {k: torch.empty_like(v, device="meta") for k, v in named.items()}
+        seen = _run_hooked(model, torch.zeros(shape, device="meta"), meta)
+    except Exception:  # noqa: BLE001 - some models do not run on meta (data-dependent code); the CPU always works
+        device = next((v.device for v in named.values()), torch.device("cpu"))
+        if device.type == "meta":
+            raise
+        seen = _run_hooked(model, torch.zeros(shape, device=device), None)
+    if basis is not None:  # layers that are not basis-mapped in a basis-mapped model stay dense
+        seen = [s if s.mapped else LayerShape(s.name, s.kind, s.P, s.g, s.L, s.O, False) for s in seen]
+    if not seen:
+        raise ValueError(f"model {type(model).__name__}: no Conv/Linear layer ran on an input of shape {shape}")
+    return NetworkShapes(name or type(model).__name__, shape[1:], tuple(seen), basis)
