@@ -371,6 +371,8 @@ def fit(
     rank, world_size = _rank_and_world_size()
     device = torch.device(device) if device is not None else _default_device()
     on_cuda = device.type == "cuda"
+    if on_cuda and device.index is None:  # DDP and the per-device RNG state need the index
+        device = torch.device("cuda", torch.cuda.current_device())
     use_amp = config.amp and on_cuda
     channels_last = config.channels_last and on_cuda
     use_kd = teacher is not None and config.kd_alpha > 0

@@ -195,14 +195,20 @@ def test_distillation_loss_is_scaled_kl_divergence():
     assert distillation_loss(teacher, teacher, temperature).abs().item() < 1e-6
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo on CPU: Linux/macOS")
-def test_ddp_two_processes_with_a_basisn_model(tmp_path):
-    out_dir, result_dir = tmp_path / "run", tmp_path / "result"
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """One uninterrupted 2-process torchrun run of the BasisN tiny model: (out_dir, result_dir, process)."""
+    root = tmp_path_factory.mktemp("ddp")
+    out_dir, result_dir = root / "run", root / "result"
     started = time.perf_counter()
     done = run_script(out_dir, result_dir, "--basisn", nproc=2)
-    seconds = time.perf_counter() - started
+    print(f"2-process DDP run: {time.perf_counter() - started:.1f}s")
     assert done.returncode == 0, done.stdout + done.stderr
-    print(f"2-process DDP run: {seconds:.1f}s")
+    return out_dir, result_dir, done
+
+
+def test_ddp_two_processes_with_a_basisn_model(ddp_run):
+    out_dir, result_dir, done = ddp_run
 
     assert sorted(p.name for p in out_dir.iterdir()) == [CHECKPOINT_NAME, METRICS_NAME]
     assert done.stdout.count("epoch 3/3:") == 1  # one rank logs
@@ -274,3 +280,21 @@ def test_nesterov_needs_momentum():
     with pytest.raises(ValueError, match="nesterov=True.*momentum is 0"):
         TrainConfig(epochs=1, lr=0.1, momentum=0.0, nesterov=True)
     TrainConfig(epochs=1, lr=0.1, momentum=0.0, nesterov=False)
+
+
+@pytest.mark.slow
+def test_ddp_kill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, ddp_run):
+    _, expected_dir, _ = ddp_run
+    run_dir, result_dir = tmp_path / "run", tmp_path / "result"
+    killed = run_script(run_dir, result_dir, "--basisn", "--kill-at-step", "9", nproc=2)
+    assert killed.returncode != 0 and not result_dir.exists()
+    assert torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)["epoch"] == 1
+
+    resumed = run_script(run_dir, result_dir, "--basisn", nproc=2)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert resumed.stdout.count("resuming from") == 1
+    for rank in (0, 1):
+        metrics, state = script_results(result_dir, rank)
+        expected_metrics, expected_state = script_results(expected_dir, rank)
+        assert without_timing(metrics) == without_timing(expected_metrics)
+        assert_same_state(state, expected_state)
