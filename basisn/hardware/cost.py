@@ -157,10 +157,9 @@ class Evaluation:
         for column in LAYER_COLUMNS:
             if column not in frame:
                 frame[column] = np.nan
-        frame.insert(0, "scheme", self.totals["scheme"])
-        frame.insert(0, "n_crossbars", self.totals["n_crossbars"])
-        frame.insert(0, "network", self.totals["network"])
-        return frame[["network", "n_crossbars", "scheme", *LAYER_COLUMNS]]
+        for key in ("network", "n_crossbars", "batch", "scheme"):
+            frame[key] = self.totals[key]
+        return frame[["network", "n_crossbars", "batch", "scheme", *LAYER_COLUMNS]]
 
     def __getitem__(self, key: str) -> Any:
         return self.totals[key]

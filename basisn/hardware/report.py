@@ -341,5 +341,11 @@ def hw_eval_main(argv: list[str]) -> int:
     )
     print("BasisN / reprogram (per inference; below 100% means BasisN is better):")
     print(format_table(result["report_ratios"], p["report_crossbars"]))
+    grouped = result["tables"]["sweep_ratios"]
+    if len(grouped) and max(p["sweep"].get("groups", [1])) > 1:
+        g = max(p["sweep"]["groups"])
+        rows = grouped[(grouped["sweep"] == "groups") & (grouped["groups"] == g)]
+        print(f"The same with group-sparse coefficients, G={g} (sweep.csv / sweep_ratios.csv hold every sweep):")
+        print(format_table(rows[rows["n_crossbars"].isin(p["report_crossbars"])], p["report_crossbars"]))
     print(f"hw-eval: {len(networks)} networks in {seconds:.1f}s -> {args.out}/ ({', '.join(files)})")
     return 0
