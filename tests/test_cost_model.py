@@ -336,6 +336,19 @@ def test_invalid_configurations_name_the_field(changes, pattern):
         preset("default").replace(**changes)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from(["rows", "cols", "cell_bits", "weight_bits", "input_bits", "dac_bits", "verify_iters"]),
+    st.one_of(st.integers(-1000, 0), st.floats(allow_nan=True), st.booleans(), st.text(max_size=3)),
+)
+def test_any_bad_integer_field_is_named_with_its_value(field, value):
+    with pytest.raises(ValueError) as info:
+        SMALL.replace(**{field: value})
+    message = str(info.value)
+    assert message.startswith(f"{field}={value!r} is not allowed") and "integer >= 1" in message
+    assert "\n" not in message
+
+
 def test_invalid_inputs_raise_clear_errors():
     net = one_conv()
     with pytest.raises(ValueError, match=r"hardware preset 'slow' is unknown; allowed: default, fast_write"):
@@ -398,6 +411,22 @@ def test_layer_shapes_leaves_the_model_alone_and_handles_groups_and_sequences():
     assert torch.equal(model[0].weight, before)
     (lin,) = layer_shapes(nn.Sequential(nn.Linear(6, 3)), (2, 7, 6)).layers  # (B, T, F): T outputs per input
     assert (lin.P, lin.L, lin.O) == (7, 6, 3)
+
+
+class DataDependent(nn.Module):
+    """Control flow on a tensor value: cannot run on the meta device, so layer_shapes falls back to the CPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) if x.abs().sum() >= 0 else x
+
+
+def test_layer_shapes_falls_back_to_the_cpu():
+    (fc,) = layer_shapes(DataDependent(), (4,)).layers
+    assert (fc.kind, fc.P, fc.L, fc.O) == ("linear", 1, 4, 2)
 
 
 def test_layer_shapes_of_a_basis_mapped_model(tmp_path):
