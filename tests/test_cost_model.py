@@ -476,7 +476,7 @@ hardware:
   compare_presets: [fast_write]
   networks: [cifar_resnet18]
   crossbars: [16, 64]
-  report_crossbars: [16]
+  report_crossbars: [16, 32]
   batch: 1
   basis: {n_basis: 64, segment_len: 128, groups: 1}
   sweep: {groups: [1, 4], verify_iters: [5]}
@@ -490,7 +490,8 @@ def test_hw_eval_writes_tables_and_prints_ratios(tmp_path, capsys):
     argv = ["--params", str(_params(tmp_path, SMALL_BLOCK)), "--out", str(out)]
     assert hw_eval_main([*argv, "--model-shapes", str(tmp_path / "model_shapes.json"), "--model-name", "mine"]) == 0
     printed = capsys.readouterr().out
-    assert "cifar_resnet18" in printed and "cycles N=16" in printed and "EDP N=16" in printed
+    assert "cifar_resnet18" in printed and "cycles N=32" in printed and "EDP N=16" in printed
+    assert "n/a" not in printed  # report_crossbars are evaluated even when not in `crossbars`
     info = json.loads((out / "hw_eval.json").read_text())
     assert info["format"] == "basisn-hw-eval/1" and info["config"]["verify_iters"] == 20
     summary = pd.read_csv(out / "summary.csv")
@@ -505,7 +506,7 @@ def test_hw_eval_writes_tables_and_prints_ratios(tmp_path, capsys):
     got = r[(r.network == "cifar_resnet18") & (r.n_crossbars == 16) & (r.preset == "default")]["cycles_ratio"]
     assert got.item() == pytest.approx(expected)
     layers = pd.read_csv(out / "layers.csv")
-    assert set(layers["n_crossbars"]) == {16}
+    assert set(layers["n_crossbars"]) == {16, 32}
     assert np.isin(["reads", "digital", "bound", "energy_write_j"], layers.columns).all()
 
 

@@ -106,7 +106,7 @@ def _block_max_sums(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """
     n = len(values)
     table = [values]
-    while 2 * len(table[-1]) > n and (1 << len(table)) <= n:
+    while (1 << len(table)) <= n:  # level k holds the maxima of the windows of length 2^k
         half = 1 << (len(table) - 1)
         table.append(np.maximum(table[-1][:-half], table[-1][half:]))
     counts = _ceil_div(n, sizes)

@@ -186,15 +186,16 @@ def run(p: dict[str, Any], config: HardwareConfig, basis: BasisSpec, networks: d
     """All tables of hw-eval as DataFrames (+ the JSON summary); no file is touched."""
     nets = {name: _with_basis(shapes, basis) for name, shapes in networks.items()}
     configs = {p["preset"]: config} | {name: PRESETS[name] for name in p["compare_presets"] if name != p["preset"]}
+    grid = sorted(set(p["crossbars"]) | set(p["report_crossbars"]))
     summary = []
     for name, cfg in configs.items():
-        frame = sweep(nets, cfg, p["crossbars"], batch=p["batch"])
+        frame = sweep(nets, cfg, grid, batch=p["batch"])
         summary.append(frame.assign(preset=name))
     summary = pd.concat(summary, ignore_index=True)
     sweeps = []
     for key, values in p["sweep"].items():
         if values:
-            frame = sweep(nets, config, p["crossbars"], **({"batch": p["batch"]} | {key: values}))
+            frame = sweep(nets, config, grid, **({"batch": p["batch"]} | {key: values}))
             sweeps.append(frame.assign(preset=p["preset"], sweep=key))
     sweep_frame = pd.concat(sweeps, ignore_index=True) if sweeps else pd.DataFrame()
     layers = []
