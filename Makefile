@@ -10,6 +10,8 @@ STAMP := $(VENV)/.installed
 FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
 FASHION_MNIST_URL := http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/
 PYTEST_ARGS ?=
+# dvc.yaml's commands (basisn, jupytext, papermill) come from the venv, activated or not
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help venv data repro test test-full lint lab clean-venv
 

@@ -294,6 +294,7 @@ def evaluate_main(argv: list[str]) -> int:
     with atomic_directory(Path(args.out)) as out:
         write_json(out / "metrics.json", summary)
         per_class.to_csv(out / "per_class.csv", index=False)
+        basis_tables(models["decomposed"], models["basisn"], out)
         size = tuple(loaders.input_size)
         save_shapes(layer_shapes(models["basisn"], (1, loaders.in_channels, *size)), out / "model_shapes.json")
     print(
@@ -301,6 +302,48 @@ def evaluate_main(argv: list[str]) -> int:
         "BasisN {basisn_accuracy:.4f} ({basisn_minus_dense_pp:+.2f} pp)".format(**summary)
     )
     return 0
+
+
+def basis_tables(decomposed: torch.nn.Module, finetuned: torch.nn.Module, out: Path) -> None:
+    """Plain-data views of the learned basis and coefficients, for notebooks (which never load checkpoints).
+
+    basis.csv: stage, vector, position, value (the quantized basis Q_b(B), n x m).
+    coefficients.csv: stage, layer, value, count: the quantized coefficients Q_c(A) of the segments' active basis
+    vectors, each divided by its output channel's largest magnitude, so the at most 2^coef_bits quantizer levels
+    line up across channels (uniform: k / (2^(bits-1) - 1); pow2: ±2^-j).
+    """
+    from basisn.layers import basis_layers
+
+    basis_rows, coef_rows = [], []
+    with torch.no_grad():
+        for stage, model in (("decomposed", decomposed), ("finetuned", finetuned)):
+            basis = model.basisn_bank.quantized().cpu()
+            vectors, positions = torch.meshgrid(
+                torch.arange(basis.shape[0]), torch.arange(basis.shape[1]), indexing="ij"
+            )
+            basis_rows.append(
+                pd.DataFrame(
+                    dict(
+                        stage=stage,
+                        vector=vectors.flatten().numpy(),
+                        position=positions.flatten().numpy(),
+                        value=basis.flatten().numpy(),
+                    )
+                )
+            )
+            for name, layer in basis_layers(model):
+                coefs = layer.quantized_coefficients().cpu()
+                channel_max = coefs.abs().amax(dim=(1, 2), keepdim=True)
+                coefs = torch.where(channel_max > 0, coefs / channel_max.clamp_min(1e-30), coefs)
+                if layer.segment_group is not None:  # keep only the coefficients a segment may use
+                    group_of_vector = torch.arange(coefs.shape[-1]) // layer.bank.group_size
+                    coefs = coefs[group_of_vector[None, None, :] == layer.segment_group[:, :, None]]
+                values, counts = torch.unique(coefs.flatten().round(decimals=6), return_counts=True)
+                coef_rows.append(
+                    pd.DataFrame(dict(stage=stage, layer=name, value=values.numpy(), count=counts.numpy()))
+                )
+    pd.concat(basis_rows).to_csv(out / "basis.csv", index=False)
+    pd.concat(coef_rows).to_csv(out / "coefficients.csv", index=False)
 
 
 def sweep_main(argv: list[str]) -> int:
