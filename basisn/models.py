@@ -46,8 +46,9 @@ class SmallResNet(nn.Module):
     """Compact ResNet for 28x28 (or 32x32) inputs: the default model, trainable on a 2-core CPU.
 
     3x3 stem at full resolution, then one stage per width, each starting with a stride-2 BasicBlock, global
-    average pooling and a Linear head. With the default widths 16/32/64 and one block per stage it has ~0.18M
-    parameters and reaches about 91% on Fashion-MNIST in 3 epochs (see ``docs`` / the report of the training stage).
+    average pooling and a Linear head. With the default widths 16/32/64 and one block per stage it has 78k
+    parameters; on Fashion-MNIST (crop+flip augmentation, batch 256, SGD-Nesterov one-cycle to lr 0.2, weight decay
+    5e-4) it reached 90.6% test accuracy after 5 epochs at about 13-17 s per epoch on 2 CPU threads.
     """
 
     def __init__(
