@@ -81,7 +81,7 @@ def assign_groups(segments: Tensor, basis: Tensor, groups: int, iterations: int)
     """
     n, _ = basis.shape
     group_size = n // groups
-    x = segments.to(torch.float64)
+    x = segments
     group_bases = [basis[g::groups] for g in range(groups)]
     assignment = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     for _ in range(iterations):
@@ -93,17 +93,18 @@ def assign_groups(segments: Tensor, basis: Tensor, groups: int, iterations: int)
         for g in range(groups):
             members = x[assignment == g]
             if members.shape[0] >= group_size:  # an (almost) empty group keeps its vectors
-                group_bases[g] = top_singular_basis(members, group_size)
+                group_bases[g] = top_singular_basis(members, group_size).to(x.dtype)
     captured = torch.stack([(x @ b.T).square().sum(1) for b in group_bases], dim=1)
     return torch.cat(group_bases), captured.argmax(1)
 
 
 def least_squares_coefficients(segments: Tensor, basis: Tensor) -> Tensor:
     """argmin_A ||X - A B||: coefficients of every segment against a (not necessarily orthonormal) basis."""
-    x, b = segments.to(torch.float64), basis.to(torch.float64)
+    b = basis.to(torch.float64)
     gram = b @ b.T
     ridge = 1e-12 * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    return torch.linalg.solve(gram + ridge, b @ x.T).T
+    projections = (segments @ basis.to(segments.dtype).T).to(torch.float64)  # the big product in input precision
+    return torch.linalg.solve(gram + ridge, projections.T).T
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -181,17 +182,19 @@ def to_basisn(
     reference = next(iter(targets))[1].weight
     generator = torch.Generator().manual_seed(seed)
 
-    # 1. Stack the normalised segments of all layers.
-    rows = [weight_rows(module.weight.detach().to(torch.float64)) for _, module in targets]
+    # 1. Stack the normalised segments of all layers (float32; only the m x m and n x n systems need float64).
+    rows = [weight_rows(module.weight.detach().float()) for _, module in targets]
     norms = [r.norm(dim=1) for r in rows]
     segments = [segment_rows(r / n.clamp_min(1e-30)[:, None], segment_len) for r, n in zip(rows, norms)]
     stacked = torch.cat([s.reshape(-1, segment_len) for s in segments])
+    del segments
 
     # 2. The shared basis (and the group of each segment).
     if init == "svd":
         basis = top_singular_basis(stacked, n_basis)
     else:
         basis = random_orthonormal(n_basis, segment_len, generator).to(stacked)
+    basis = basis.float()
     segment_group = None
     if groups > 1 and init != "none":
         basis, segment_group = assign_groups(stacked, basis, groups, group_iterations)
@@ -221,28 +224,30 @@ def to_basisn(
             layer.bias.data.copy_(module.bias.detach())
         new_layers.append(layer)
 
+    errors = None
     if init != "none":
         with torch.no_grad():
             bank.weight.copy_(basis)
-            quantized_basis = bank.quantized().to(torch.float64)
+            quantized_basis = bank.quantized().float()
             group_size = n_basis // groups
-            if segment_group is None:
-                coefs = least_squares_coefficients(stacked, quantized_basis)
-            else:
-                coefs = torch.zeros(stacked.shape[0], n_basis, dtype=torch.float64, device=stacked.device)
-                for g in range(groups):
-                    members = segment_group == g
-                    block = slice(g * group_size, (g + 1) * group_size)
-                    coefs[members, block] = least_squares_coefficients(stacked[members], quantized_basis[block])
+            coefs = torch.zeros(stacked.shape[0], n_basis, device=stacked.device)
+            captured = torch.zeros(stacked.shape[0], device=stacked.device)  # energy the unquantized basis keeps
+            for g in range(groups):
+                members = slice(None) if segment_group is None else segment_group == g
+                block = slice(g * group_size, (g + 1) * group_size)
+                coefs[members, block] = least_squares_coefficients(stacked[members], quantized_basis[block]).float()
+                captured[members] = (stacked[members] @ basis[block].T).square().sum(1)  # orthonormal rows
             start = 0
-            for layer, norm in zip(new_layers, norms):
+            for layer in new_layers:
                 count = layer.out_rows * layer.segments
                 layer.coef.copy_(coefs[start : start + count].reshape(layer.coef.shape))
-                layer.scale.copy_(norm)
                 if segment_group is not None:
                     layer.segment_group.copy_(segment_group[start : start + count].reshape(layer.segment_group.shape))
                 start += count
-            _refit_scales(new_layers, rows)
+            del coefs
+            residual = (stacked.square().sum(1) - captured).clamp_min(0)  # per normalised segment
+            quantized_weights = _refit_scales(new_layers, rows)
+            errors = _errors(new_layers, rows, norms, quantized_weights, residual)
 
     # 4. Swap the modules in, register the bank once, install the one-matmul rebuild.
     for (name, _), layer in zip(targets, new_layers):
@@ -259,49 +264,53 @@ def to_basisn(
         exclude=list(exclude),
         coef_scale=coef_scale,
     )
-    return model, _report(targets, new_layers, rows, init)
+    return model, _report(targets, new_layers, errors)
 
 
-def _refit_scales(layers: list[BasisLayer], rows: list[Tensor]) -> None:
-    """Least-squares per-row scale for the quantized reconstruction: scale = <w, w_hat> / ||w_hat||^2."""
+def _refit_scales(layers: list[BasisLayer], rows: list[Tensor]) -> list[Tensor]:
+    """Least-squares per-row scale of the quantized reconstruction, scale = <w, w_hat> / ||w_hat||^2.
+
+    Returns the reconstructed (quantized) weights with those scales, as rows.
+    """
     with torch.no_grad():
         for layer in layers:
             layer.scale.fill_(1.0)
-        unit = _rebuild(layers)
-        for layer, target, rebuilt in zip(layers, rows, unit):
-            rebuilt = weight_rows(rebuilt).to(torch.float64)
-            energy = rebuilt.square().sum(1)
-            fitted = (rebuilt * target).sum(1) / energy.clamp_min(1e-30)
-            layer.scale.copy_(torch.where(energy > 0, fitted, torch.zeros_like(fitted)))
+        rebuilt_rows = []
+        for layer, target, unit in zip(layers, rows, _rebuild(layers)):
+            unit = weight_rows(unit)
+            energy = unit.square().sum(1)
+            fitted = torch.where(energy > 0, (unit * target).sum(1) / energy.clamp_min(1e-30), torch.zeros_like(energy))
+            layer.scale.copy_(fitted)
+            rebuilt_rows.append(unit * fitted[:, None])
+        return rebuilt_rows
 
 
-def _report(targets, layers, rows, init) -> list[dict]:
-    with torch.no_grad():
-        quantized = _rebuild(layers)
-        bank = layers[0].bank
-        saved = (bank.basis_bits, layers[0].coef_bits)
-        bank.basis_bits = None
-        for layer in layers:
-            layer.coef_bits = None
-        unquantized = _rebuild(layers)
-        bank.basis_bits = saved[0]
-        for layer in layers:
-            layer.coef_bits = saved[1]
+def _errors(layers, rows, norms, quantized, residual) -> list[tuple[float, float]]:
+    """(relative error with quantization, without it) per layer; the latter from the projection residual."""
+    errors, start = [], 0
+    for layer, target, norm, rebuilt in zip(layers, rows, norms, quantized):
+        count = layer.out_rows * layer.segments
+        lost = (residual[start : start + count].reshape(layer.out_rows, -1).sum(1) * norm.square()).sum()
+        total = norm.square().sum().clamp_min(1e-30)
+        errors.append((float((rebuilt - target).norm() / total.sqrt()), float((lost / total).sqrt())))
+        start += count
+    return errors
+
+
+def _report(targets, layers, errors) -> list[dict]:
+    group_size = layers[0].bank.group_size
     report = []
-    for (name, module), layer, target, wq, wu in zip(targets, layers, rows, quantized, unquantized):
-        target_norm = target.norm().clamp_min(1e-30)
+    for index, ((name, module), layer) in enumerate(zip(targets, layers)):
         report.append(
             dict(
                 name=name,
                 kind="conv" if isinstance(module, nn.Conv2d) else "linear",
                 weight_shape=list(module.weight.shape),
                 segments=layer.out_rows * layer.segments,
-                coefficients=layer.out_rows * layer.segments * bank.group_size,
+                coefficients=layer.out_rows * layer.segments * group_size,
                 weights=module.weight.numel(),
-                rel_error=float((weight_rows(wq).double() - target).norm() / target_norm) if init != "none" else None,
-                rel_error_unquantized=float((weight_rows(wu).double() - target).norm() / target_norm)
-                if init != "none"
-                else None,
+                rel_error=errors[index][0] if errors else None,
+                rel_error_unquantized=errors[index][1] if errors else None,
             )
         )
     return report

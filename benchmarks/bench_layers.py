@@ -1,0 +1,150 @@
+"""Basis-mapped layers vs. ordinary ones, side by side in one run: training step, deployed inference, decomposition.
+
+    python benchmarks/bench_layers.py [--device cpu|cuda] [--threads N] [--rounds 7] [--out results.json]
+
+(1) one SGD training step (forward, backward, update) of a basis-mapped model vs. the same dense model, for the
+default small ResNet (28x28x1) and CIFAR-style ResNet-18 (32x32x3); (2) inference of `to_dense(model)` vs. the
+dense model; (3) `to_basisn` on torchvision ResNet-50. Timings use torch.utils.benchmark; dense and basis-mapped
+are measured in alternating rounds and the ratio is the median of the per-round ratios, so drift of a shared
+machine cancels instead of landing on one side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torch.utils.benchmark as benchmark
+import torchvision
+
+import basisn
+from basisn.models import build_model
+
+CASES = [  # model, (C, H, W), classes, batch on CPU, batch on CUDA
+    ("small_resnet", (1, 28, 28), 10, 128, 256),
+    ("cifar_resnet18", (3, 32, 32), 100, 128, 256),
+]
+
+
+def training_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, use_amp: bool):
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step() -> None:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def inference(model: torch.nn.Module, x: torch.Tensor):
+    def run() -> None:
+        with torch.no_grad():
+            model(x)
+
+    return run
+
+
+def median_time(fn, device: torch.device, min_run_time: float) -> float:
+    sync = "torch.cuda.synchronize()" if device.type == "cuda" else "pass"
+    timer = benchmark.Timer(stmt="fn(); " + sync, globals={"fn": fn, "torch": torch})
+    return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def compare(reference, candidate, device: torch.device, rounds: int, min_run_time: float) -> dict:
+    """Alternate reference/candidate `rounds` times; per-round ratios, their median."""
+    for fn in (reference, candidate):  # warm-up (oneDNN/cuDNN algorithm choice, allocator)
+        for _ in range(3):
+            fn()
+    times_ref, times_new = [], []
+    for _ in range(rounds):
+        times_ref.append(median_time(reference, device, min_run_time))
+        times_new.append(median_time(candidate, device, min_run_time))
+    ratios = [n / r for n, r in zip(times_new, times_ref)]
+    return dict(
+        reference_s=statistics.median(times_ref),
+        candidate_s=statistics.median(times_new),
+        ratio=statistics.median(ratios),
+        ratio_min=min(ratios),
+        ratio_max=max(ratios),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--min-run-time", type=float, default=0.5)
+    parser.add_argument("--n-basis", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    on_cuda = device.type == "cuda"
+    torch.manual_seed(0)
+    results: dict = dict(
+        machine=dict(
+            device=torch.cuda.get_device_name() if on_cuda else platform.processor() or platform.machine(),
+            threads=args.threads,
+            torch=torch.__version__,
+        ),
+        cases=[],
+    )
+    print(f"device {results['machine']['device']}, {args.threads} threads, torch {torch.__version__}")
+    print(f"{'case':<44} {'reference':>11} {'basisn':>11} {'ratio':>7}  (min-max over {args.rounds} rounds)")
+    for name, shape, classes, cpu_batch, cuda_batch in CASES:
+        batch = cuda_batch if on_cuda else cpu_batch
+        dense = build_model(name, classes, shape[0]).to(device)
+        mapped, _ = basisn.to_basisn(copy.deepcopy(dense), args.n_basis)
+        mapped = mapped.to(device)
+        x = torch.randn(batch, *shape, device=device)
+        y = torch.randint(0, classes, (batch,), device=device)
+        if on_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+            for model in (dense, mapped):
+                model.to(memory_format=torch.channels_last)
+        dense.train(), mapped.train()
+        train = compare(
+            training_step(dense, x, y, on_cuda),
+            training_step(mapped, x, y, on_cuda),
+            device,
+            args.rounds,
+            args.min_run_time,
+        )
+        deployed = basisn.to_dense(mapped).eval()
+        dense.eval()
+        infer = compare(inference(dense, x), inference(deployed, x), device, args.rounds, args.min_run_time)
+        for label, row in ((f"{name} train step, batch {batch}", train), (f"{name} to_dense inference", infer)):
+            print(
+                f"{label:<44} {row['reference_s'] * 1e3:>9.2f}ms {row['candidate_s'] * 1e3:>9.2f}ms "
+                f"{row['ratio']:>7.3f}  ({row['ratio_min']:.3f}-{row['ratio_max']:.3f})"
+            )
+            results["cases"].append(dict(case=label, **row))
+
+    resnet50 = torchvision.models.resnet50()
+    seconds = []
+    for _ in range(3):
+        model = copy.deepcopy(resnet50)
+        started = time.perf_counter()
+        basisn.to_basisn(model, args.n_basis)
+        seconds.append(time.perf_counter() - started)
+    print(
+        f"{'to_basisn(resnet50), n_basis=' + str(args.n_basis):<44} {statistics.median(seconds):>10.2f}s (median of 3)"
+    )
+    results["to_basisn_resnet50_s"] = statistics.median(seconds)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
