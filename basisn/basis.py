@@ -231,12 +231,13 @@ def to_basisn(
             quantized_basis = bank.quantized().float()
             group_size = n_basis // groups
             coefs = torch.zeros(stacked.shape[0], n_basis, device=stacked.device)
-            captured = torch.zeros(stacked.shape[0], device=stacked.device)  # energy the unquantized basis keeps
+            residual = torch.zeros(stacked.shape[0], device=stacked.device)  # of the unquantized projection
             for g in range(groups):
                 members = slice(None) if segment_group is None else segment_group == g
                 block = slice(g * group_size, (g + 1) * group_size)
                 coefs[members, block] = least_squares_coefficients(stacked[members], quantized_basis[block]).float()
-                captured[members] = (stacked[members] @ basis[block].T).square().sum(1)  # orthonormal rows
+                projected = (stacked[members] @ basis[block].T) @ basis[block]  # the basis rows are orthonormal
+                residual[members] = (stacked[members] - projected).square().sum(1)
             start = 0
             for layer in new_layers:
                 count = layer.out_rows * layer.segments
@@ -245,7 +246,6 @@ def to_basisn(
                     layer.segment_group.copy_(segment_group[start : start + count].reshape(layer.segment_group.shape))
                 start += count
             del coefs
-            residual = (stacked.square().sum(1) - captured).clamp_min(0)  # per normalised segment
             quantized_weights = _refit_scales(new_layers, rows)
             errors = _errors(new_layers, rows, norms, quantized_weights, residual)
 
