@@ -1,0 +1,153 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python (basisn)
+#     language: python
+#     name: basisn
+# ---
+
+# %% [markdown]
+# # Cycles per inference vs. number of crossbars
+#
+# **What the paper claims.** BasisN needs no reprogramming on any number of crossbars, and its cycles per
+# inference are below 1% of the reprogramming baseline's for ResNet and DenseNet on ImageNet and CIFAR-100
+# (arXiv 2407.03738, abstract).
+#
+# **What we measure.** Cycles per inference from the cost model (`basisn hw-eval`, docs/hardware.md section 2) for
+# each network and chip size N: `ideal` (every weight on its own crossbar, written once; does not depend on N),
+# `reprogram` (N crossbars rewritten round after round with write-and-verify, per batch), `basisn` (the basis
+# written once on N crossbars, never rewritten) and `floor(N)`, the fewest cycles any weight-stationary mapping of
+# the dense weights could reach on N crossbars with free writes. Dotted lines: `reprogram` under the comparison
+# presets (other write costs), where `hw-eval` evaluated them.
+#
+# **Parameters.** `hardware_dir` (the `hw-eval` output directory); its hardware description, basis and batch size
+# are printed below from `hw_eval.json`.
+
+# %% tags=["parameters"]
+out_dir = "paper_figures"
+hardware_dir = "tests/fixtures/hardware"
+
+# %%
+import json
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Image, Markdown, display
+from matplotlib.ticker import FuncFormatter
+
+from basisn.figures import SCHEME_COLORS, save_figure, save_table, set_style
+
+set_style()
+print("notebook parameters:", json.dumps({"hardware_dir": hardware_dir}))
+hw_path = Path(hardware_dir)
+hw = json.loads((hw_path / "hw_eval.json").read_text())
+print(f"hw_eval.json: preset {hw['preset']!r}")
+print(json.dumps({"config": hw["config"], "derived": hw["derived"], "params": hw["params"]}, indent=1, sort_keys=True))
+
+summary = pd.read_csv(hw_path / "summary.csv")
+paper = [n for n in hw["params"]["networks"] if n in set(summary["network"])]
+networks = paper + sorted(set(summary["network"]) - set(paper))
+others = [p for p in hw["params"]["compare_presets"] if p in set(summary["preset"])]
+
+
+def show(paths):
+    for path in paths:
+        if path.suffix == ".png":
+            display(Image(filename=str(path)))
+
+
+# %% [markdown]
+# ## Table: cycles per inference (main preset) and BasisN's ratios
+
+# %%
+main = summary[summary["preset"] == hw["preset"]]
+table = main.pivot_table(index=["network", "n_crossbars"], columns="scheme", values="cycles").reset_index()
+floor = main[main["scheme"] == "reprogram"][["network", "n_crossbars", "floor_cycles"]]
+table = table.merge(floor, on=["network", "n_crossbars"])
+for preset_name in others:
+    rep = summary[(summary["preset"] == preset_name) & (summary["scheme"] == "reprogram")]
+    rep = rep[["network", "n_crossbars", "cycles"]].rename(columns={"cycles": f"reprogram_{preset_name}"})
+    table = table.merge(rep, on=["network", "n_crossbars"], how="left")
+table["basisn_over_reprogram"] = table["basisn"] / table["reprogram"]
+table["basisn_over_ideal"] = table["basisn"] / table["ideal"]
+table["order"] = table["network"].map(networks.index)
+table = table.sort_values(["order", "n_crossbars"]).drop(columns="order").reset_index(drop=True)
+columns = ["network", "n_crossbars", "ideal", "reprogram", "basisn", "floor_cycles"]
+columns += [f"reprogram_{p}" for p in others] + ["basisn_over_reprogram", "basisn_over_ideal"]
+table = table[columns]
+for column in columns[2:-2]:  # cycles: whole numbers at batch 1, shown without exponents
+    if (table[column].dropna() % 1 == 0).all() and not table[column].isna().any():
+        table[column] = table[column].astype("int64")
+save_table(table, out_dir, "cycles_vs_crossbars")
+display(table)
+
+# %% [markdown]
+# ## Figure: one panel per network, log-log
+
+# %%
+cols = min(4, len(networks))
+rows = math.ceil(len(networks) / cols)
+fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols + 0.6, 2.1 * rows + 0.6), squeeze=False)
+for ax, name in zip(axes.flat, networks):
+    part = table[table["network"] == name]
+    for scheme in ("ideal", "reprogram", "basisn"):
+        ax.plot(part["n_crossbars"], part[scheme], marker="o", markersize=3, color=SCHEME_COLORS[scheme], label=scheme)
+    ax.plot(part["n_crossbars"], part["floor_cycles"], "--", color=SCHEME_COLORS["floor"], label="floor(N)")
+    for i, preset_name in enumerate(others[:2]):
+        ax.plot(
+            part["n_crossbars"],
+            part[f"reprogram_{preset_name}"],
+            ":" if i == 0 else "-.",
+            color=SCHEME_COLORS["reprogram"],
+            alpha=0.6,
+            label=f"reprogram ({preset_name})",
+        )
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_yscale("log")
+    ax.set_title(name, fontsize=9)
+for ax in axes.flat[len(networks) :]:
+    ax.axis("off")
+for ax in axes[-1]:
+    ax.set_xlabel("crossbars (N)")
+for ax in axes[:, 0]:
+    ax.set_ylabel("cycles per inference")
+handles, labels = axes.flat[0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7, bbox_to_anchor=(0.5, -0.02))
+fig.suptitle(f"preset {hw['preset']}, batch {hw['params']['batch']}, basis n={hw['basis']['n_basis']}", fontsize=9)
+fig.tight_layout(rect=(0, 0.07, 1, 1))
+show(save_figure(fig, out_dir, "cycles_vs_crossbars"))
+plt.close(fig)
+
+# %% [markdown]
+# ## What we measured
+
+# %%
+lines = []
+on_paper = table[table["network"].isin(paper)]
+ratio = on_paper["basisn_over_reprogram"]
+lines.append(
+    f"- BasisN / reprogram cycles on the paper's networks (preset {hw['preset']}, N = "
+    f"{on_paper['n_crossbars'].min()}-{on_paper['n_crossbars'].max()}): {100 * ratio.min():.3g}% to "
+    f"{100 * ratio.max():.3g}%; below 1% at {int((ratio < 0.01).sum())} of {len(ratio)} (network, N) points."
+)
+below = on_paper[(on_paper["basisn"] < on_paper["ideal"])]
+lines.append(
+    f"- BasisN is faster than the ideal single-copy mapping at {len(below)} of {len(on_paper)} points: its basis is "
+    "replicated over the crossbars while the ideal mapping holds one copy of every weight (docs/hardware.md, "
+    "section 5)."
+)
+fits = main[(main["scheme"] == "reprogram") & main["fits"] & main["network"].isin(paper)]
+lines.append(
+    f"- Reprogramming becomes the ideal mapping once everything fits (Σ t_l ≤ N): {len(fits)} of the "
+    f"{len(on_paper)} points."
+)
+text = "\n".join(lines)
+print(text)
+display(Markdown(text))

@@ -1,0 +1,148 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python (basisn)
+#     language: python
+#     name: basisn
+# ---
+
+# %% [markdown]
+# # Energy per inference by term, for the three schemes
+#
+# **What the paper claims.** BasisN's EDP is below 1% of the reprogramming baseline's, with marginal hardware
+# cost for the digital unit that combines the basis outputs with each layer's coefficients after the ADCs
+# (arXiv 2407.03738, abstract).
+#
+# **What we measure.** Energy per inference from the cost model (docs/hardware.md section 2), split into its terms:
+# `xbar` (array and DACs per crossbar input step), `adc` (column conversions), `shift_add` (recombining column
+# outputs), `coef_mac` (BasisN's coefficient multiply-accumulates in the digital unit) and `write` (write-and-verify
+# of the weights, paid per batch by `reprogram`; one-time writes are excluded for all schemes). The digital unit's
+# energy (`coef_mac`) is BasisN's hardware overhead.
+#
+# **Parameters.** `hardware_dir` (the `hw-eval` output directory) and `crossbars` (N of the breakdown; `None`: the
+# middle of the report crossbar counts). The hardware description is printed below from `hw_eval.json`.
+
+# %% tags=["parameters"]
+out_dir = "paper_figures"
+hardware_dir = "tests/fixtures/hardware"
+crossbars = None
+
+# %%
+import json
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from IPython.display import Image, Markdown, display
+
+from basisn.figures import save_figure, save_table, set_style
+
+set_style()
+hw_path = Path(hardware_dir)
+hw = json.loads((hw_path / "hw_eval.json").read_text())
+report = hw["params"]["report_crossbars"]
+if crossbars is None:
+    crossbars = sorted(report)[len(report) // 2]
+print("notebook parameters:", json.dumps({"hardware_dir": hardware_dir, "crossbars": crossbars}))
+print(f"hw_eval.json: preset {hw['preset']!r}")
+print(json.dumps({"config": hw["config"], "derived": hw["derived"], "params": hw["params"]}, indent=1, sort_keys=True))
+
+summary = pd.read_csv(hw_path / "summary.csv")
+main = summary[(summary["preset"] == hw["preset"]) & (summary["n_crossbars"] == crossbars)]
+if main.empty:
+    raise ValueError(
+        f"crossbars={crossbars} is not in summary.csv; use one of {sorted(summary['n_crossbars'].unique())}"
+    )
+paper = [n for n in hw["params"]["networks"] if n in set(main["network"])]
+networks = paper + sorted(set(main["network"]) - set(paper))
+SCHEMES = ["ideal", "reprogram", "basisn"]
+TERMS = ["xbar", "adc", "shift_add", "coef_mac", "write"]
+
+
+def show(paths):
+    for path in paths:
+        if path.suffix == ".png":
+            display(Image(filename=str(path)))
+
+
+# %% [markdown]
+# ## Table: energy per inference by term
+#
+# `share` is the term's share of its scheme's total; `vs_reprogram` is the term over the reprogram scheme's total.
+
+# %%
+rows = []
+for name in networks:
+    part = main[main["network"] == name].set_index("scheme")
+    baseline = part.loc["reprogram", "energy_j"]
+    for scheme in SCHEMES:
+        for term in TERMS:
+            energy = float(part.loc[scheme, f"energy_{term}_j"])
+            rows.append(
+                {
+                    "network": name,
+                    "n_crossbars": crossbars,
+                    "scheme": scheme,
+                    "term": term,
+                    "energy_j": energy,
+                    "share": energy / part.loc[scheme, "energy_j"],
+                    "vs_reprogram": energy / baseline,
+                }
+            )
+breakdown = pd.DataFrame(rows)
+totals = breakdown.groupby(["network", "scheme"], sort=False)["energy_j"].sum()
+check = main.set_index(["network", "scheme"])["energy_j"]
+assert all(math.isclose(totals[k], check[k], rel_tol=1e-9, abs_tol=1e-18) for k in totals.index), "terms != total"
+save_table(breakdown, out_dir, "energy_breakdown")
+display(breakdown.pivot_table(index=["network", "scheme"], columns="term", values="energy_j", sort=False))
+
+# %% [markdown]
+# ## Figure: stacked terms, one panel per network (µJ per inference)
+
+# %%
+colors = dict(zip(TERMS, sns.color_palette("colorblind", len(TERMS))))
+cols = min(4, len(networks))
+rows_n = math.ceil(len(networks) / cols)
+fig, axes = plt.subplots(rows_n, cols, figsize=(2.4 * cols + 0.4, 1.7 * rows_n + 0.7), squeeze=False)
+for ax, name in zip(axes.flat, networks):
+    part = breakdown[breakdown["network"] == name]
+    left = [0.0] * len(SCHEMES)
+    for term in TERMS:
+        values = [1e6 * part[(part["scheme"] == s) & (part["term"] == term)]["energy_j"].iloc[0] for s in SCHEMES]
+        ax.barh(SCHEMES, values, left=left, color=colors[term], label=term)
+        left = [a + b for a, b in zip(left, values)]
+    ax.invert_yaxis()
+    ax.set_title(name, fontsize=9)
+    ax.set_xlabel("µJ per inference")
+for ax in axes.flat[len(networks) :]:
+    ax.axis("off")
+handles, labels = axes.flat[0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="lower center", ncol=len(TERMS), fontsize=7, bbox_to_anchor=(0.5, -0.02))
+fig.suptitle(f"preset {hw['preset']}, N = {crossbars}, batch {hw['params']['batch']}", fontsize=9)
+fig.tight_layout(rect=(0, 0.08, 1, 1))
+show(save_figure(fig, out_dir, "energy_breakdown"))
+plt.close(fig)
+
+# %% [markdown]
+# ## What we measured
+
+# %%
+lines = []
+for name in paper:
+    part = breakdown[breakdown["network"] == name]
+    rep = part[part["scheme"] == "reprogram"].set_index("term")
+    bas = part[part["scheme"] == "basisn"].set_index("term")
+    lines.append(
+        f"- {name}, N = {crossbars}: writes are {100 * rep.loc['write', 'share']:.0f}% of the reprogram scheme's "
+        f"energy; BasisN uses {100 * bas['vs_reprogram'].sum():.1f}% of it, of which the digital coefficient "
+        f"unit (`coef_mac`) is {100 * bas.loc['coef_mac', 'share']:.1f}%."
+    )
+text = "\n".join(lines)
+print(text)
+display(Markdown(text))

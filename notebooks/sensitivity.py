@@ -1,0 +1,252 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python (basisn)
+#     language: python
+#     name: basisn
+# ---
+
+# %% [markdown]
+# # Sensitivity: basis size, coefficient bits, batch size, verify iterations
+#
+# **What the paper claims.** A small set of global basis vectors with quantized coefficients keeps accuracy
+# (negligible loss) while cycles and EDP drop below 1% of reprogramming (arXiv 2407.03738, abstract). The paper's
+# choice of basis size and coefficient bits is not available to us.
+#
+# **What we measure.**
+# 1. From the pipeline's `sweep` stage (same dense baseline, decomposed with every `n_basis` x `coef_bits`, and
+#    briefly fine-tuned if `sweep.finetune_epochs` > 0): test accuracy and relative reconstruction error of the
+#    weights. Cycles of the pipeline's own model at the same `n_basis` come from the cost model's `n_basis` sweep.
+#    In our cost model cycles and energy **do not depend on `coef_bits`** (the digital unit is charged one 8-bit
+#    multiply-accumulate per coefficient whatever its width), so a cycles-vs-`coef_bits` curve would be flat.
+# 2. From the cost model's one-at-a-time sweeps (`sweep_ratios.csv`): BasisN / reprogram cycles and EDP against
+#    `n_basis`, coefficient groups G, batch size and write-and-verify iterations, at one crossbar count.
+#
+# **Parameters.** `sweep_results`, `sweep_params` (the sweep stage's files), `evaluate_metrics` (dense accuracy for
+# reference), `hardware_dir`, `crossbars` (N of the hardware panels; `None`: middle report count), `model_network`
+# (the pipeline's model in the cost model's tables). All are printed below.
+
+# %% tags=["parameters"]
+out_dir = "paper_figures"
+sweep_results = "tests/fixtures/pipeline/sweep/results.csv"
+sweep_params = "tests/fixtures/pipeline/sweep/params.json"
+evaluate_metrics = "tests/fixtures/pipeline/evaluate/metrics.json"
+hardware_dir = "tests/fixtures/hardware"
+crossbars = None
+model_network = "pipeline_model"
+
+# %%
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from IPython.display import Image, Markdown, display
+
+from basisn.figures import save_figure, save_table, set_style
+
+set_style()
+hw_path = Path(hardware_dir)
+hw = json.loads((hw_path / "hw_eval.json").read_text())
+report = hw["params"]["report_crossbars"]
+if crossbars is None:
+    crossbars = sorted(report)[len(report) // 2]
+mine = dict(
+    sweep_results=sweep_results,
+    sweep_params=sweep_params,
+    evaluate_metrics=evaluate_metrics,
+    hardware_dir=hardware_dir,
+    crossbars=crossbars,
+    model_network=model_network,
+)
+print("notebook parameters:", json.dumps(mine, indent=1))
+print(f"sweep stage parameters ({sweep_params}):")
+print(Path(sweep_params).read_text())
+metrics = json.loads(Path(evaluate_metrics).read_text())
+print(f"evaluate metrics ({evaluate_metrics}):", json.dumps(metrics, sort_keys=True))
+print(f"hw_eval.json: preset {hw['preset']!r}")
+print(json.dumps({"config": hw["config"], "derived": hw["derived"], "params": hw["params"]}, indent=1, sort_keys=True))
+
+results = pd.read_csv(sweep_results)
+hw_sweep = pd.read_csv(hw_path / "sweep.csv")
+sweep_ratios = pd.read_csv(hw_path / "sweep_ratios.csv")
+paper = [n for n in hw["params"]["networks"] if n in set(sweep_ratios["network"])]
+networks = paper + sorted(set(sweep_ratios["network"]) - set(paper))
+finetuned = "finetuned_accuracy" in results.columns
+
+
+def show(paths):
+    for path in paths:
+        if path.suffix == ".png":
+            display(Image(filename=str(path)))
+
+
+# %% [markdown]
+# ## Accuracy, reconstruction error and cycles vs. n_basis and coef_bits
+#
+# `basisn_cycles` and `cycles_vs_reprogram` are the cost model's numbers for the pipeline's own model
+# (`model_network`) with that many basis vectors, at N = `crossbars`; they are the same for every `coef_bits`.
+
+# %%
+own = hw_sweep[
+    (hw_sweep["sweep"] == "n_basis")
+    & (hw_sweep["network"] == model_network)
+    & (hw_sweep["n_crossbars"] == crossbars)
+    & (hw_sweep["scheme"] == "basisn")
+][["n_basis", "cycles"]]
+own_ratio = sweep_ratios[
+    (sweep_ratios["sweep"] == "n_basis")
+    & (sweep_ratios["network"] == model_network)
+    & (sweep_ratios["n_crossbars"] == crossbars)
+][["n_basis", "cycles_ratio"]]
+own = own.merge(own_ratio, on="n_basis").rename(
+    columns={"cycles": "basisn_cycles", "cycles_ratio": "cycles_vs_reprogram"}
+)
+own["n_basis"] = own["n_basis"].astype("int64")
+table = results.merge(own, on="n_basis", how="left").sort_values(["n_basis", "coef_bits"]).reset_index(drop=True)
+table.insert(0, "profile", metrics.get("profile"))
+table["dense_accuracy"] = metrics["dense_accuracy"]
+save_table(table, out_dir, "sensitivity_accuracy")
+display(table)
+
+fig, axes = plt.subplots(1, 3, figsize=(9.0, 3.0))
+plot = table.assign(bits=table["coef_bits"].astype(str) + "-bit")
+hue_order = [f"{b}-bit" for b in sorted(table["coef_bits"].unique())]
+sns.lineplot(data=plot, x="n_basis", y="decomposed_accuracy", hue="bits", hue_order=hue_order, marker="o", ax=axes[0])
+if finetuned:
+    sns.lineplot(
+        data=plot,
+        x="n_basis",
+        y="finetuned_accuracy",
+        hue="bits",
+        hue_order=hue_order,
+        marker="s",
+        linestyle="--",
+        legend=False,
+        ax=axes[0],
+    )
+axes[0].axhline(metrics["dense_accuracy"], color="black", linewidth=0.8, linestyle=":")
+axes[0].set_ylabel("test accuracy")
+axes[0].set_title("solid: decomposed" + (", dashed: fine-tuned" if finetuned else "") + ", dotted: dense", fontsize=7)
+sns.lineplot(data=plot, x="n_basis", y="rel_error_mean", hue="bits", hue_order=hue_order, marker="o", ax=axes[1])
+sns.lineplot(
+    data=plot,
+    x="n_basis",
+    y="rel_error_weighted",
+    hue="bits",
+    hue_order=hue_order,
+    marker="s",
+    linestyle="--",
+    legend=False,
+    ax=axes[1],
+)
+axes[1].set_ylabel("relative reconstruction error")
+axes[1].set_title("solid: mean over layers, dashed: weighted by weights", fontsize=7)
+cycles_plot = own.sort_values("n_basis")
+axes[2].plot(cycles_plot["n_basis"], cycles_plot["basisn_cycles"], marker="o", color="#55a868")
+axes[2].set_ylabel("BasisN cycles per inference")
+axes[2].set_title(f"{model_network}, N = {crossbars} (any coef_bits)", fontsize=7)
+for ax in axes:
+    ax.set_xscale("log", base=2)
+    ticks = sorted(table["n_basis"].unique())
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set_xlabel("basis vectors n")
+for ax in axes[:2]:
+    ax.legend(title="coefficients", fontsize=6, title_fontsize=6)
+fig.suptitle(f"sweep stage, profile {metrics.get('profile')}", fontsize=8)
+fig.tight_layout()
+show(save_figure(fig, out_dir, "sensitivity_accuracy"))
+plt.close(fig)
+
+# %% [markdown]
+# ## Hardware sensitivity: BasisN / reprogram vs. one parameter at a time
+#
+# Every other parameter at the base point (printed above); one crossbar count N. The dashed line is 1%.
+
+# %%
+SWEEPS = ["n_basis", "groups", "batch", "verify_iters"]
+LABELS = {
+    "n_basis": "basis vectors n",
+    "groups": "coefficient groups G",
+    "batch": "batch size",
+    "verify_iters": "verify iterations",
+}
+rows = []
+for key in SWEEPS:
+    part = sweep_ratios[(sweep_ratios["sweep"] == key) & (sweep_ratios["n_crossbars"] == crossbars)]
+    for r in part.itertuples():
+        rows.append(
+            {
+                "sweep": key,
+                "value": int(getattr(r, key)),
+                "network": r.network,
+                "n_crossbars": crossbars,
+                "cycles_ratio": r.cycles_ratio,
+                "edp_ratio": r.edp_ratio,
+            }
+        )
+hardware = pd.DataFrame(rows)
+hardware = hardware.assign(order=hardware["network"].map(networks.index), rank=hardware["sweep"].map(SWEEPS.index))
+hardware = hardware.sort_values(["rank", "order", "value"]).drop(columns=["order", "rank"]).reset_index(drop=True)
+save_table(hardware, out_dir, "sensitivity_hardware")
+display(hardware)
+
+fig, axes = plt.subplots(2, len(SWEEPS), figsize=(10.0, 4.6), sharey="row")
+for j, key in enumerate(SWEEPS):
+    part = hardware[hardware["sweep"] == key]
+    for i, column in enumerate(["cycles_ratio", "edp_ratio"]):
+        ax = axes[i, j]
+        sns.lineplot(data=part, x="value", y=column, hue="network", hue_order=networks, marker="o", ax=ax)
+        handles, labels = ax.get_legend_handles_labels()
+        ax.get_legend().remove()
+        ax.set_xscale("log", base=2 if key != "verify_iters" else 10)
+        values = sorted(part["value"].unique())
+        ax.set_xticks(values, [str(v) for v in values])
+        ax.set_yscale("log")
+        ax.axhline(0.01, color="black", linestyle="--", linewidth=0.8)
+        ax.set_xlabel(LABELS[key] if i == 1 else "")
+        ax.set_ylabel("BasisN / reprogram, " + ("cycles" if i == 0 else "EDP"))
+fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7, bbox_to_anchor=(0.5, -0.01))
+fig.suptitle(f"preset {hw['preset']}, N = {crossbars}; base point otherwise", fontsize=8)
+fig.tight_layout(rect=(0, 0.08, 1, 1))
+show(save_figure(fig, out_dir, "sensitivity_hardware"))
+plt.close(fig)
+
+# %% [markdown]
+# ## What we measured
+
+# %%
+best = table.loc[table["decomposed_accuracy"].idxmax()]
+lines = [
+    f"- Pipeline sweep (profile `{metrics.get('profile')}`, dense accuracy {100 * metrics['dense_accuracy']:.2f}%): "
+    f"reconstruction error (mean over layers) {table['rel_error_mean'].min():.3f} to "
+    f"{table['rel_error_mean'].max():.3f}; "
+    f"best decomposed accuracy {100 * best['decomposed_accuracy']:.2f}% at n = {int(best['n_basis'])}, "
+    f"{int(best['coef_bits'])}-bit coefficients."
+]
+if finetuned:
+    top = table.loc[table["finetuned_accuracy"].idxmax()]
+    lines.append(
+        f"- After the sweep's short fine-tune: best {100 * top['finetuned_accuracy']:.2f}% at n = "
+        f"{int(top['n_basis'])}, {int(top['coef_bits'])}-bit."
+    )
+paper_hw = hardware[hardware["network"].isin(paper)]
+for key in SWEEPS:
+    part = paper_hw[paper_hw["sweep"] == key]
+    if part.empty:
+        continue
+    low, high = part["value"].min(), part["value"].max()
+    at_low = part[part["value"] == low]["cycles_ratio"]
+    at_high = part[part["value"] == high]["cycles_ratio"]
+    lines.append(
+        f"- {LABELS[key]} {low} → {high} (N = {crossbars}, paper networks): cycles ratio "
+        f"{100 * at_low.min():.3g}-{100 * at_low.max():.3g}% → {100 * at_high.min():.3g}-{100 * at_high.max():.3g}%."
+    )
+text = "\n".join(lines)
+print(text)
+display(Markdown(text))
