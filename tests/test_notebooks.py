@@ -1,0 +1,434 @@
+"""The notebooks that write paper_figures/: each runs with its default parameters on the shipped fixtures.
+
+Every notebook is executed once, the way its DVC stage runs it (`basisn notebook`, jupytext -> papermill, kernel
+`basisn`), into a temporary --out; the tests then check the files each one writes (names, columns, rows), that a
+second execution gives byte-identical files, that a failing notebook fails with its error shown and leaves the
+previous files in place, that dvc.yaml declares exactly these files, and that the committed notebooks hold no
+outputs. The executions run a few at a time (each is mostly kernel start-up and imports).
+
+Fixtures: tests/fixtures/pipeline/ and tests/fixtures/hardware/ are small copies of real stage outputs, rebuilt by
+tests/fixtures/make_fixtures.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import jupytext
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+KERNEL = "basisn"
+WORKERS = int(os.environ.get("BASISN_NOTEBOOK_WORKERS", "4"))
+FIGURE, TABLE = ("pdf", "png"), ("csv", "tex", "md")
+
+# notebook -> figures (stems) and tables (stem -> columns that must be there)
+NOTEBOOKS: dict[str, dict] = {
+    "overhead": {
+        "figures": ["overhead_crossbars", "overhead_write_share"],
+        "tables": {
+            "overhead_crossbars": ["network", "input_size", "layers", "weights", "macs", "crossbars_needed"],
+            "overhead_write_share": [
+                "network",
+                "n_crossbars",
+                "fits",
+                "write_time_share",
+                "write_energy_share",
+                "reprogram_over_ideal",
+            ],
+        },
+    },
+    "accuracy": {
+        "figures": ["accuracy_profiles", "accuracy_per_class"],
+        "tables": {
+            "accuracy_profiles": [
+                "profile",
+                "dataset",
+                "model",
+                "status",
+                "paper_setting",
+                "test_samples",
+                "dense_accuracy",
+                "decomposed_accuracy",
+                "basisn_accuracy",
+                "basisn_folded_accuracy",
+                "decomposed_minus_dense_pp",
+                "basisn_minus_dense_pp",
+                "paper_claim",
+            ],
+            "accuracy_training_cost": [
+                "profile",
+                "train_epochs",
+                "train_seconds",
+                "finetune_epochs",
+                "finetune_seconds",
+            ],
+        },
+    },
+    "cycles": {
+        "figures": ["cycles_vs_crossbars"],
+        "tables": {
+            "cycles_vs_crossbars": [
+                "network",
+                "n_crossbars",
+                "ideal",
+                "reprogram",
+                "basisn",
+                "floor_cycles",
+                "basisn_over_reprogram",
+                "basisn_over_ideal",
+            ],
+        },
+    },
+    "headline": {
+        "figures": ["headline_ratios", "headline_groups"],
+        "tables": {
+            "headline_ratios": [
+                "network",
+                "n_crossbars",
+                "cycles_vs_reprogram",
+                "edp_vs_reprogram",
+                "cycles_vs_ideal",
+                "edp_vs_ideal",
+            ],
+            "headline_groups": ["network", "n_crossbars", "groups", "cycles_ratio", "edp_ratio"],
+            "headline_presets": ["preset", "network", "n_crossbars", "cycles_ratio", "edp_ratio"],
+        },
+    },
+    "energy": {
+        "figures": ["energy_breakdown"],
+        "tables": {"energy_breakdown": ["network", "n_crossbars", "scheme", "term", "energy_j", "share"]},
+    },
+    "sensitivity": {
+        "figures": ["sensitivity_accuracy", "sensitivity_hardware"],
+        "tables": {
+            "sensitivity_accuracy": [
+                "n_basis",
+                "coef_bits",
+                "rel_error_mean",
+                "decomposed_accuracy",
+                "finetuned_accuracy",
+                "basisn_cycles",
+            ],
+            "sensitivity_hardware": ["sweep", "value", "network", "n_crossbars", "cycles_ratio", "edp_ratio"],
+        },
+    },
+    "learned_basis": {
+        "figures": ["learned_basis_vectors", "learned_basis_coefficients"],
+        "tables": {
+            "learned_basis_coefficients": ["stage", "value", "count", "share"],
+            "learned_basis_layers": ["name", "kind", "rel_error", "zero_share", "levels_used"],
+        },
+    },
+}
+REPEATED = "headline"  # executed twice to check byte-identical output (one is enough to keep the suite fast)
+
+
+def expected_files(name: str) -> set[str]:
+    spec = NOTEBOOKS[name]
+    files = {f"{stem}.{ext}" for stem in spec["figures"] for ext in FIGURE}
+    return files | {f"{stem}.{ext}" for stem in spec["tables"] for ext in TABLE}
+
+
+def run_notebook(name: str, out: Path, runs: Path, *parameters: str) -> subprocess.CompletedProcess:
+    """`basisn notebook notebooks/NAME.py` (basisn.notebooks.notebook_main) in a process of its own."""
+    args = [sys.executable, "-m", "basisn.cli", "notebook", f"notebooks/{name}.py", "--out", str(out)]
+    args += ["--runs", str(runs), "-k", KERNEL]
+    for parameter in parameters:
+        args += ["-p", parameter]
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def executed(tmp_path_factory) -> dict:
+    """Every notebook once with its defaults, one of them twice, and one failing run; in parallel."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if KERNEL not in KernelSpecManager().find_kernel_specs():
+        pytest.fail(f"jupyter kernel {KERNEL!r} is not installed: run `make venv` (it installs it into .venv)")
+    base = tmp_path_factory.mktemp("notebooks")
+    failing_out = base / "failing"
+    failing_out.mkdir()
+    (failing_out / "overhead_crossbars.png").write_bytes(b"previous figure")
+    jobs = {name: (name, base / name, base / "runs" / name) for name in NOTEBOOKS}
+    jobs["repeat"] = (REPEATED, base / "repeat", base / "runs" / "repeat")
+    jobs["failing"] = ("overhead", failing_out, base / "runs" / "failing", "hardware_dir=tests/fixtures/missing")
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        futures = {key: pool.submit(run_notebook, *job) for key, job in jobs.items()}
+        results = {key: future.result() for key, future in futures.items()}
+    return {"results": results, "dirs": {key: job[1] for key, job in jobs.items()}, "runs": base / "runs"}
+
+
+def output_of(executed: dict, key: str) -> Path:
+    result = executed["results"][key]
+    assert result.returncode == 0, f"notebook {key} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return executed["dirs"][key]
+
+
+def table(executed: dict, notebook: str, stem: str) -> pd.DataFrame:
+    return pd.read_csv(output_of(executed, notebook) / f"{stem}.csv")
+
+
+@pytest.fixture(scope="session")
+def hw() -> dict:
+    return json.loads((FIXTURES / "hardware" / "hw_eval.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Every notebook: the files it writes.
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_notebook_writes_its_files(executed, name):
+    out = output_of(executed, name)
+    assert {p.name for p in out.iterdir()} == expected_files(name)  # nothing else, no staging directory left
+    executed_copy = executed["runs"] / name / f"{name}.ipynb"
+    assert executed_copy.is_file(), "the executed copy goes to --runs"
+    for stem in NOTEBOOKS[name]["figures"]:
+        assert (out / f"{stem}.pdf").read_bytes().startswith(b"%PDF-")
+        assert (out / f"{stem}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    for stem, columns in NOTEBOOKS[name]["tables"].items():
+        frame = pd.read_csv(out / f"{stem}.csv")
+        assert len(frame) > 0, stem
+        missing = set(columns) - set(frame.columns)
+        assert not missing, f"{stem}.csv lacks {sorted(missing)}"
+        markdown = (out / f"{stem}.md").read_text().splitlines()
+        assert len(markdown) == len(frame) + 2, f"{stem}.md: header + separator + one line per row"
+        assert markdown[0].startswith("|") and all(c.strip() in markdown[0] for c in frame.columns)
+        latex = (out / f"{stem}.tex").read_text()
+        assert "\\begin{tabular}" in latex and latex.count("\\\\") == len(frame) + 1
+
+
+def test_notebook_prints_its_parameters(executed):
+    import nbformat
+
+    for name in NOTEBOOKS:
+        output_of(executed, name)
+        notebook = nbformat.read(executed["runs"] / name / f"{name}.ipynb", as_version=4)
+        text = "".join(
+            output.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
+        )
+        assert "notebook parameters:" in text, name
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rows: what each table must hold for the fixtures.
+# ----------------------------------------------------------------------------------------------------------------
+def test_overhead_rows(executed, hw):
+    networks, crossbars = list(hw["networks"]), hw["params"]["crossbars"]
+    needed = table(executed, "overhead", "overhead_crossbars")
+    assert sorted(needed["network"]) == sorted(networks)
+    assert {f"rounds_N{n}" for n in crossbars} <= set(needed.columns)
+    for row in needed.itertuples():
+        assert row.crossbars_needed == hw["networks"][row.network]["tiles_total"]
+    share = table(executed, "overhead", "overhead_write_share")
+    assert len(share) == len(networks) * len(hw["params"]["report_crossbars"])
+    assert share["write_time_share"].between(0, 1).all() and share["write_energy_share"].between(0, 1).all()
+    assert (share.loc[share["fits"], "write_time_share"] == 0).all()
+    assert (share.loc[~share["fits"], "write_time_share"] > 0).all()
+
+
+def test_accuracy_rows(executed):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    metrics = json.loads((FIXTURES / "pipeline" / "evaluate" / "metrics.json").read_text())
+    profiles = table(executed, "accuracy", "accuracy_profiles")
+    assert list(profiles["profile"]) == list(params["profiles"])  # every profile, in params.yaml's order
+    run = profiles[profiles["status"] == "run"]
+    assert list(run["profile"]) == [metrics["profile"]]
+    for key in ("dense_accuracy", "decomposed_accuracy", "basisn_accuracy", "basisn_minus_dense_pp"):
+        assert run[key].iloc[0] == pytest.approx(metrics[key])
+    not_run = profiles[profiles["status"] == "not run"]
+    assert len(not_run) == len(params["profiles"]) - 1
+    numbers = ["dense_accuracy", "decomposed_accuracy", "basisn_accuracy", "basisn_minus_dense_pp", "test_samples"]
+    assert not_run[numbers].isna().all().all(), "profiles not run must not show numbers"
+    assert profiles["paper_claim"].str.len().gt(0).all()
+    assert set(profiles.loc[profiles["paper_setting"], "dataset"]) <= {"cifar100", "imagenet"}
+    cost = table(executed, "accuracy", "accuracy_training_cost")
+    assert list(cost["profile"]) == [metrics["profile"]] and cost["finetune_epochs"].iloc[0] >= 1
+
+
+def test_cycles_rows(executed, hw):
+    cycles = table(executed, "cycles", "cycles_vs_crossbars")
+    assert len(cycles) == len(hw["networks"]) * len(hw["params"]["crossbars"])
+    assert (cycles.groupby("network")["ideal"].nunique() == 1).all(), "ideal does not depend on N"
+    assert (cycles["reprogram"] >= cycles["floor_cycles"]).all()
+    ratio = (cycles["basisn"] / cycles["reprogram"]).to_numpy()
+    assert cycles["basisn_over_reprogram"].to_numpy() == pytest.approx(ratio)
+    assert {f"reprogram_{p}" for p in hw["params"]["compare_presets"]} <= set(cycles.columns)
+
+
+def test_headline_rows(executed, hw):
+    networks, report = len(hw["networks"]), len(hw["params"]["report_crossbars"])
+    ratios = pd.read_csv(FIXTURES / "hardware" / "ratios.csv")
+    headline = table(executed, "headline", "headline_ratios")
+    assert len(headline) == networks * report
+    merged = headline.merge(ratios[ratios["preset"] == hw["preset"]], on=["network", "n_crossbars"])
+    assert len(merged) == len(headline)
+    assert merged["cycles_vs_reprogram"].to_numpy() == pytest.approx(merged["cycles_ratio"].to_numpy())
+    assert merged["edp_vs_reprogram"].to_numpy() == pytest.approx(merged["edp_ratio"].to_numpy())
+    groups = table(executed, "headline", "headline_groups")
+    assert len(groups) == networks * report * len(hw["params"]["sweep"]["groups"])
+    presets = table(executed, "headline", "headline_presets")
+    assert set(presets["preset"]) == {hw["preset"], *hw["params"]["compare_presets"]}
+    assert len(presets) == networks * report * (1 + len(hw["params"]["compare_presets"]))
+
+
+def test_energy_rows(executed, hw):
+    energy = table(executed, "energy", "energy_breakdown")
+    assert len(energy) == len(hw["networks"]) * 3 * 5
+    assert set(energy["scheme"]) == {"ideal", "reprogram", "basisn"}
+    assert energy.groupby(["network", "scheme"])["share"].sum().to_numpy() == pytest.approx(1.0)
+    summary = pd.read_csv(FIXTURES / "hardware" / "summary.csv")
+    n = int(energy["n_crossbars"].iloc[0])
+    totals = summary[(summary["preset"] == hw["preset"]) & (summary["n_crossbars"] == n)]
+    totals = totals.set_index(["network", "scheme"])["energy_j"]
+    sums = energy.groupby(["network", "scheme"])["energy_j"].sum()
+    assert sums.to_numpy() == pytest.approx(totals.loc[sums.index].to_numpy())
+    assert (energy.loc[energy["scheme"] != "reprogram"].query("term == 'write'")["energy_j"] == 0).all()
+
+
+def test_sensitivity_rows(executed, hw):
+    results = pd.read_csv(FIXTURES / "pipeline" / "sweep" / "results.csv")
+    accuracy = table(executed, "sensitivity", "sensitivity_accuracy")
+    assert len(accuracy) == len(results)
+    assert accuracy["basisn_cycles"].notna().all()
+    hardware = table(executed, "sensitivity", "sensitivity_hardware")
+    sweeps = hw["params"]["sweep"]
+    assert set(hardware["sweep"]) == set(sweeps)
+    for key, values in sweeps.items():
+        part = hardware[hardware["sweep"] == key]
+        assert sorted(set(part["value"])) == sorted(values), key
+        assert len(part) == len(values) * len(hw["networks"]), key
+
+
+def test_learned_basis_rows(executed):
+    report = pd.read_csv(FIXTURES / "pipeline" / "decompose" / "report.csv")
+    layers = table(executed, "learned_basis", "learned_basis_layers")
+    assert list(layers["name"]) == list(report["name"])
+    assert layers["zero_share"].between(0, 1).all()
+    coefficients = table(executed, "learned_basis", "learned_basis_coefficients")
+    assert set(coefficients["stage"]) == {"decomposed", "finetuned"}
+    assert coefficients.groupby("stage")["share"].sum().to_numpy() == pytest.approx(1.0)
+    assert coefficients["value"].between(-1, 1).all()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Determinism and failure.
+# ----------------------------------------------------------------------------------------------------------------
+def test_second_execution_is_byte_identical(executed):
+    first, second = output_of(executed, REPEATED), output_of(executed, "repeat")
+    names = sorted(p.name for p in first.iterdir())
+    assert names == sorted(p.name for p in second.iterdir())
+    different = [n for n in names if (first / n).read_bytes() != (second / n).read_bytes()]
+    assert not different, f"not byte-identical across two executions: {different}"
+
+
+def test_failing_notebook_fails_and_keeps_previous_files(executed):
+    result = executed["results"]["failing"]
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "FileNotFoundError" in output and "tests/fixtures/missing" in output, output[-3000:]
+    out = executed["dirs"]["failing"]
+    assert [p.name for p in out.iterdir()] == ["overhead_crossbars.png"], "nothing new, no staging directory left"
+    assert (out / "overhead_crossbars.png").read_bytes() == b"previous figure"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Static checks: dvc.yaml stages, committed sources, fixtures (no kernel needed).
+# ----------------------------------------------------------------------------------------------------------------
+def notebook_stages() -> dict[str, tuple[str, dict]]:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    found: dict[str, tuple[str, dict]] = {}
+    for stage_name, stage in stages.items():
+        match = re.search(r"basisn notebook notebooks/(\w+)\.py", stage["cmd"])
+        if match:
+            assert match.group(1) not in found, f"notebook {match.group(1)} has two stages"
+            found[match.group(1)] = (stage_name, stage)
+    return found
+
+
+def parameters_of(name: str) -> dict[str, object]:
+    notebook = jupytext.read(ROOT / "notebooks" / f"{name}.py")
+    cells = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{name}: one cell tagged `parameters`"
+    values: dict[str, object] = {}
+    exec(cells[0].source, {}, values)  # plain assignments of literals
+    return values
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_dvc_stage_declares_exactly_the_notebook_files(name):
+    stages = notebook_stages()
+    assert name in stages, f"dvc.yaml has no stage running notebooks/{name}.py"
+    stage_name, stage = stages[name]
+    outs = {}
+    for out in stage["outs"]:
+        path = next(iter(out)) if isinstance(out, dict) else out
+        outs[path] = (out[path] if isinstance(out, dict) else None) or {}
+    assert set(outs) == {f"paper_figures/{f}" for f in expected_files(name)}
+    assert all(options.get("persist") is True for options in outs.values()), "persist: previous figures stay"
+    deps = stage["deps"]
+    assert f"notebooks/{name}.py" in deps and "basisn/figures.py" in deps
+    for dep in deps:  # every stage output the notebook reads has its fixture
+        if dep.startswith("outputs/hardware/"):
+            assert (FIXTURES / "hardware" / dep.removeprefix("outputs/hardware/")).is_file(), dep
+        elif dep.startswith("outputs/"):
+            assert (FIXTURES / "pipeline" / dep.removeprefix("outputs/")).is_file(), dep
+    defaults = parameters_of(name)
+    assert defaults.get("out_dir") == "paper_figures"
+    for key, value in re.findall(r"-p (\w+)=(\S+)", stage["cmd"]):
+        assert key in defaults, f"{stage_name}: -p {key} is not a parameter of notebooks/{name}.py"
+        if isinstance(defaults[key], str) and defaults[key].startswith("tests/fixtures/"):
+            assert value.startswith("outputs/"), f"{stage_name}: {key} must point at the stage outputs"
+
+
+def test_every_paper_figure_belongs_to_one_stage():
+    owners: dict[str, str] = {}
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage_name, stage in stages.items():
+        for out in stage.get("outs", []):
+            path = next(iter(out)) if isinstance(out, dict) else out
+            if path.startswith("paper_figures"):
+                assert path not in owners, f"{path} is an output of {owners[path]} and {stage_name}"
+                assert path != "paper_figures" and "/" in path, "list files, not the directory"
+                owners[path] = stage_name
+
+
+def test_committed_notebooks_are_text_without_outputs():
+    sources = sorted((ROOT / "notebooks").glob("*.py"))
+    assert {p.stem for p in sources} >= set(NOTEBOOKS)
+    for path in sources:
+        assert "# %%" in path.read_text(), f"{path.name}: jupytext py:percent cells"
+        notebook = jupytext.read(path)
+        for cell in notebook.cells:
+            assert not cell.get("outputs"), f"{path.name} carries outputs"
+            assert cell.get("execution_count") is None, f"{path.name} carries execution counts"
+    tracked = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert tracked.stdout.strip() == "", f"executed notebooks are tracked: {tracked.stdout}"
+
+
+def test_fixtures_are_small_text_files():
+    files = [p for sub in ("pipeline", "hardware") for p in (FIXTURES / sub).rglob("*") if p.is_file()]
+    assert files, "run tests/fixtures/make_fixtures.py"
+    assert not [p for p in files if p.suffix not in {".csv", ".json"}]
+    assert sum(p.stat().st_size for p in files) < 1_000_000
+
+
+def test_docs_list_every_file_with_its_stage():
+    docs = (ROOT / "docs" / "figures.md").read_text()
+    rows = [line for line in docs.splitlines() if line.startswith("| `paper_figures/")]
+    stages = notebook_stages()
+    for name in NOTEBOOKS:
+        stage_name = stages[name][0]
+        for file in expected_files(name):
+            row = next((r for r in rows if f"`paper_figures/{file}`" in r), None)
+            assert row is not None, f"docs/figures.md does not list {file}"
+            assert f"`dvc repro {stage_name}`" in row, f"docs/figures.md: {file} is made by {stage_name}"
