@@ -54,10 +54,8 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
 def save_figure(fig: plt.Figure, out_dir: str | Path, stem: str) -> list[Path]:
     """Write `stem.pdf` and `stem.png` with no varying metadata; returns the paths."""
     out_dir = Path(out_dir)
-    pdf = _atomic_write(
-        out_dir / f"{stem}.pdf",
-        lambda p: fig.savefig(p, format="pdf", metadata={"CreationDate": None, "ModDate": None, "Producer": None}),
-    )
+    no_stamps = {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}
+    pdf = _atomic_write(out_dir / f"{stem}.pdf", lambda p: fig.savefig(p, format="pdf", metadata=no_stamps))
     png = _atomic_write(out_dir / f"{stem}.png", lambda p: fig.savefig(p, format="png", metadata={"Software": None}))
     return [pdf, png]
 
@@ -70,6 +68,6 @@ def save_table(table: pd.DataFrame, out_dir: str | Path, stem: str, float_format
         shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else float_format.format(v))
     return [
         _atomic_write(out_dir / f"{stem}.csv", lambda p: table.to_csv(p, index=False)),
-        _atomic_write(out_dir / f"{stem}.tex", lambda p: p.write_text(shown.to_latex(index=False))),
+        _atomic_write(out_dir / f"{stem}.tex", lambda p: p.write_text(shown.to_latex(index=False, escape=True))),
         _atomic_write(out_dir / f"{stem}.md", lambda p: p.write_text(shown.to_markdown(index=False) + "\n")),
     ]
