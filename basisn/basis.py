@@ -11,12 +11,11 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from basisn.atomic import atomic_torch_save
 from basisn.layers import (
     COEF_SCALES,
     QUANTIZERS,
@@ -383,19 +382,3 @@ def load_basisn(model: nn.Module, path: str | os.PathLike, map_location: str | t
     to_basisn(model, **config, init="none")
     model.load_state_dict(checkpoint["state_dict"])
     return checkpoint.get("extra", {})
-
-
-def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
-    """torch.save to a temp file in the same directory, fsync, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -12,7 +12,8 @@ import os
 import torch
 from torch import nn
 
-from basisn.basis import CHECKPOINT_FORMAT, atomic_torch_save, load_basisn, save_basisn
+from basisn.atomic import atomic_torch_save
+from basisn.basis import CHECKPOINT_FORMAT, load_basisn, save_basisn
 
 DENSE_FORMAT = "basisn-dense/1"
 META_KEYS = ("model", "num_classes", "in_channels", "input_size", "dataset")

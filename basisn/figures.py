@@ -7,9 +7,6 @@ written atomically (temp file, then rename) so a failing notebook never leaves h
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +15,8 @@ matplotlib.use("Agg")  # headless and deterministic; notebooks display the PNG w
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+
+from basisn.atomic import atomic_write  # noqa: E402
 
 SCHEME_COLORS = {"ideal": "#4c72b0", "reprogram": "#c44e52", "basisn": "#55a868", "floor": "#8c8c8c"}
 
@@ -38,25 +37,12 @@ def set_style() -> None:
     )
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_figure(fig: plt.Figure, out_dir: str | Path, stem: str) -> list[Path]:
     """Write `stem.pdf` and `stem.png` with no varying metadata; returns the paths."""
     out_dir = Path(out_dir)
     no_stamps = {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}
-    pdf = _atomic_write(out_dir / f"{stem}.pdf", lambda p: fig.savefig(p, format="pdf", metadata=no_stamps))
-    png = _atomic_write(out_dir / f"{stem}.png", lambda p: fig.savefig(p, format="png", metadata={"Software": None}))
+    pdf = atomic_write(out_dir / f"{stem}.pdf", lambda p: fig.savefig(p, format="pdf", metadata=no_stamps))
+    png = atomic_write(out_dir / f"{stem}.png", lambda p: fig.savefig(p, format="png", metadata={"Software": None}))
     return [pdf, png]
 
 
@@ -67,7 +53,7 @@ def save_table(table: pd.DataFrame, out_dir: str | Path, stem: str, float_format
     for column in shown.select_dtypes("float").columns:
         shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else float_format.format(v))
     return [
-        _atomic_write(out_dir / f"{stem}.csv", lambda p: table.to_csv(p, index=False)),
-        _atomic_write(out_dir / f"{stem}.tex", lambda p: p.write_text(shown.to_latex(index=False, escape=True))),
-        _atomic_write(out_dir / f"{stem}.md", lambda p: p.write_text(shown.to_markdown(index=False) + "\n")),
+        atomic_write(out_dir / f"{stem}.csv", lambda p: table.to_csv(p, index=False)),
+        atomic_write(out_dir / f"{stem}.tex", lambda p: p.write_text(shown.to_latex(index=False, escape=True))),
+        atomic_write(out_dir / f"{stem}.md", lambda p: p.write_text(shown.to_markdown(index=False) + "\n")),
     ]

@@ -13,20 +13,18 @@ Run one stage by hand: `basisn train --params params.yaml --out outputs/train`; 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
-import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from basisn import params as params_module
+from basisn.atomic import atomic_directory
 from basisn.basis import to_basisn, to_dense
 from basisn.checkpoints import load_model, save_model
 from basisn.params import ParamsError
@@ -51,31 +49,6 @@ def _load_params(args: argparse.Namespace) -> dict | None:
     except ParamsError as error:
         print(f"basisn: {error}", file=sys.stderr)
         return None
-
-
-@contextlib.contextmanager
-def atomic_directory(final: Path, enabled: bool = True) -> Iterator[Path]:
-    """Yield a temporary directory that replaces `final` only if the block finishes without an exception."""
-    final = Path(final)
-    if not enabled:  # non-zero DDP ranks write nothing
-        with tempfile.TemporaryDirectory() as scratch:
-            yield Path(scratch)
-        return
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if final.exists():
-        retired = final.with_name(f".{final.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        final.rename(retired)
-        staging.rename(final)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(final)
 
 
 def write_json(path: Path, data: object) -> None:

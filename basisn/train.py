@@ -14,12 +14,10 @@ uninterrupted run. A checkpoint written with another config is never resumed: ru
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
-from basisn.basis import atomic_torch_save
+from basisn.atomic import atomic_torch_save, atomic_write_json
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
@@ -145,6 +143,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; read at its first use
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # Deterministic mode also fills every new tensor with NaN (a debugging aid that catches reads of
+    # uninitialized memory); results do not depend on it, and it costs a memset per allocation, which made
+    # CPU training steps measurably slower (docs/benchmarks.md).
+    torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cudnn.benchmark = False
 
 
@@ -318,21 +320,6 @@ def _json_ready(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_json_ready(v) for v in value]
     return value
-
-
-def _write_json_atomically(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_json_ready(data), f, indent=2, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -529,5 +516,5 @@ def fit(
         config=dataclasses.asdict(config),
     )
     if rank == 0:
-        _write_json_atomically(out_dir / METRICS_NAME, metrics)
+        atomic_write_json(out_dir / METRICS_NAME, _json_ready(metrics), sort_keys=False, allow_nan=False)
     return metrics

@@ -10,17 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from basisn.atomic import atomic_directory
 from basisn.hardware.config import FIELD_NAMES, PRESETS, BasisSpec, HardwareConfig, preset
 from basisn.hardware.cost import SCHEMES, evaluate, min_crossbars, ratios, sweep, total_tiles
 from basisn.hardware.networks import PAPER_NETWORKS, PaperNetwork, paper_shapes
@@ -155,26 +152,6 @@ def load_block(path: Path) -> Any:
 # ----------------------------------------------------------------------------------------------------------------
 # Evaluation.
 # ----------------------------------------------------------------------------------------------------------------
-@contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """A staging directory that replaces `final` only if the block finishes: never a half-written output."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if final.exists():
-        retired = final.with_name(f".{final.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        final.rename(retired)
-        staging.rename(final)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(final)
-
-
 def _with_basis(shapes: NetworkShapes, basis: BasisSpec) -> NetworkShapes:
     """The paper's (plain) networks take the params' basis; a basis-mapped model keeps its own."""
     if shapes.basis is not None:

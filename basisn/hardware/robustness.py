@@ -406,10 +406,11 @@ def robustness_main(argv: list[str]) -> int:
         torch.set_num_threads(settings["threads"])
     started = time.perf_counter()
 
+    from basisn.atomic import atomic_directory
     from basisn.checkpoints import load_model
     from basisn.data import build_loaders
     from basisn.hardware.shapes import layer_shapes
-    from basisn.pipeline import atomic_directory, write_json
+    from basisn.pipeline import write_json
 
     models, metas = {}, {}
     for mapping in settings["mappings"]:

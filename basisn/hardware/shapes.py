@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from basisn.atomic import atomic_write_json
 from basisn.hardware.config import BasisSpec
 
 SHAPES_FORMAT = "basisn-shapes/1"
@@ -137,18 +137,7 @@ class NetworkShapes:
 
 def save_shapes(shapes: NetworkShapes, path: str | os.PathLike[str]) -> Path:
     """Write `shapes` as JSON (atomically: a temp file moved into place), for `basisn hw-eval --model-shapes`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(shapes.to_dict(), f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_json(path, shapes.to_dict(), indent=1, sort_keys=False)
 
 
 def load_shapes(path: str | os.PathLike[str], name: str | None = None) -> NetworkShapes:
