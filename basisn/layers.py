@@ -262,6 +262,9 @@ class BasisConv2d(BasisLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         weight = self.current_weight()
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            # the rebuilt weight comes out NCHW; with an NHWC input oneDNN/cuDNN are only fast on an NHWC weight
+            weight = weight.contiguous(memory_format=torch.channels_last)
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             return F.conv2d(x, weight, self.bias, self.stride, _pair(0), self.dilation, self.groups)
@@ -363,10 +366,8 @@ def _rebuild(layers: list[BasisLayer]) -> list[Tensor]:
     segments = (coefs * scales[:, None]) @ bank.quantized()  # (all segments, m): the one matmul
     weights = []
     for layer, part in zip(layers, segments.split([layer.out_rows * layer.segments for layer in layers])):
-        rows = part.reshape(layer.out_rows, layer.segments * bank.segment_len)
-        if rows.shape[1] != layer.row_len:
-            rows = rows[:, : layer.row_len]  # drop the zero padding of the last segment
-        weights.append(rows.reshape(layer.weight_shape))
+        rows = part.view(layer.out_rows, layer.segments * bank.segment_len)[:, : layer.row_len]  # drop the padding
+        weights.append(rows.unflatten(1, layer.weight_shape[1:]))  # a view: the one copy happens in the conv/linear
     return weights
 
 
