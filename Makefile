@@ -29,7 +29,6 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"Python >= 3.11 needed, found {sys.version.split()[0]}: set PYTHON=python3.11"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name basisn --display-name "Python (basisn)" >/dev/null
 	touch $(STAMP)
@@ -51,10 +50,13 @@ repro: data
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
 
+# The end-to-end tests need Fashion-MNIST in data/raw; without any source they are skipped (with the reason).
 test: $(STAMP)
+	@$(MAKE) --no-print-directory data || echo "make test: no Fashion-MNIST source; the end-to-end tests will be skipped"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-full: $(STAMP)
+	@$(MAKE) --no-print-directory data
 	BASISN_FULL_TESTS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -1,6 +1,7 @@
 """Basis-mapped layers vs. ordinary ones, side by side in one run: training step, deployed inference, decomposition.
 
-    python benchmarks/bench_layers.py [--device cpu|cuda] [--threads N] [--rounds 7] [--out results.json]
+    python benchmarks/bench_layers.py [--device cpu|cuda] [--threads N] [--rounds 7] [--[no-]channels-last]
+                                      [--out results.json]
 
 (1) one SGD training step (forward, backward, update) of a basis-mapped model vs. the same dense model, for the
 default small ResNet (28x28x1) and CIFAR-style ResNet-18 (32x32x3); (2) inference of `to_dense(model)` vs. the
@@ -86,21 +87,30 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--min-run-time", type=float, default=0.5)
     parser.add_argument("--n-basis", type=int, default=64)
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NHWC activations and weights (default: on CUDA only)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     on_cuda = device.type == "cuda"
+    channels_last = on_cuda if args.channels_last is None else args.channels_last
     torch.manual_seed(0)
     results: dict = dict(
         machine=dict(
             device=torch.cuda.get_device_name() if on_cuda else platform.processor() or platform.machine(),
             threads=args.threads,
+            channels_last=channels_last,
             torch=torch.__version__,
         ),
         cases=[],
     )
-    print(f"device {results['machine']['device']}, {args.threads} threads, torch {torch.__version__}")
+    layout = "NHWC (channels_last)" if channels_last else "NCHW"
+    print(f"device {results['machine']['device']}, {args.threads} threads, {layout}, torch {torch.__version__}")
     print(f"{'case':<44} {'reference':>11} {'basisn':>11} {'ratio':>7}  (min-max over {args.rounds} rounds)")
     for name, shape, classes, cpu_batch, cuda_batch in CASES:
         batch = cuda_batch if on_cuda else cpu_batch
@@ -109,7 +119,7 @@ def main() -> None:
         mapped = mapped.to(device)
         x = torch.randn(batch, *shape, device=device)
         y = torch.randint(0, classes, (batch,), device=device)
-        if on_cuda:
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
             for model in (dense, mapped):
                 model.to(memory_format=torch.channels_last)
