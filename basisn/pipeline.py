@@ -353,9 +353,10 @@ def sweep_main(argv: list[str]) -> int:
             )
             if sweep["finetune_epochs"]:
                 config = _train_config(p, "finetune", epochs=sweep["finetune_epochs"])
-                with tempfile.TemporaryDirectory() as scratch:
-                    fit(model, loaders.train, loaders.test, config, Path(scratch), teacher=dense)
-                row["finetuned_accuracy"] = evaluate(model, loaders.test, loaders.num_classes)["accuracy"]
+                with tempfile.TemporaryDirectory() as scratch:  # fit scores the test set after its last epoch
+                    row["finetuned_accuracy"] = fit(
+                        model, loaders.train, loaders.test, config, Path(scratch), teacher=dense
+                    )["test_accuracy"]
             rows.append(row)
             print(f"sweep {index}/{len(grid)}: {row}", flush=True)
         pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
