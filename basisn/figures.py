@@ -7,6 +7,7 @@ written atomically (temp file, then rename) so a failing notebook never leaves h
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -57,3 +58,13 @@ def save_table(table: pd.DataFrame, out_dir: str | Path, stem: str, float_format
         atomic_write(out_dir / f"{stem}.tex", lambda p: p.write_text(shown.to_latex(index=False, escape=True))),
         atomic_write(out_dir / f"{stem}.md", lambda p: p.write_text(shown.to_markdown(index=False) + "\n")),
     ]
+
+
+def load_hw_eval(hardware_dir: str | Path) -> dict:
+    """The cost model's hw_eval.json, printed so that every hardware figure shows the parameters it came from."""
+    hw = json.loads((Path(hardware_dir) / "hw_eval.json").read_text())
+    print(f"hw_eval.json: preset {hw['preset']!r}")
+    print(
+        json.dumps({"config": hw["config"], "derived": hw["derived"], "params": hw["params"]}, indent=1, sort_keys=True)
+    )
+    return hw

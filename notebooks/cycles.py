@@ -41,14 +41,12 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 from matplotlib.ticker import FuncFormatter
 
-from basisn.figures import SCHEME_COLORS, save_figure, save_table, set_style
+from basisn.figures import SCHEME_COLORS, load_hw_eval, save_figure, save_table, set_style
 
 set_style()
 print("notebook parameters:", json.dumps({"hardware_dir": hardware_dir}))
 hw_path = Path(hardware_dir)
-hw = json.loads((hw_path / "hw_eval.json").read_text())
-print(f"hw_eval.json: preset {hw['preset']!r}")
-print(json.dumps({"config": hw["config"], "derived": hw["derived"], "params": hw["params"]}, indent=1, sort_keys=True))
+hw = load_hw_eval(hw_path)
 
 summary = pd.read_csv(hw_path / "summary.csv")
 paper = [n for n in hw["params"]["networks"] if n in set(summary["network"])]

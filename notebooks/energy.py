@@ -41,17 +41,15 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Image, Markdown, display
 
-from basisn.figures import save_figure, save_table, set_style
+from basisn.figures import load_hw_eval, save_figure, save_table, set_style
 
 set_style()
 hw_path = Path(hardware_dir)
-hw = json.loads((hw_path / "hw_eval.json").read_text())
+hw = load_hw_eval(hw_path)
 report = hw["params"]["report_crossbars"]
 if crossbars is None:
     crossbars = sorted(report)[len(report) // 2]
 print("notebook parameters:", json.dumps({"hardware_dir": hardware_dir, "crossbars": crossbars}))
-print(f"hw_eval.json: preset {hw['preset']!r}")
-print(json.dumps({"config": hw["config"], "derived": hw["derived"], "params": hw["params"]}, indent=1, sort_keys=True))
 
 summary = pd.read_csv(hw_path / "summary.csv")
 main = summary[(summary["preset"] == hw["preset"]) & (summary["n_crossbars"] == crossbars)]

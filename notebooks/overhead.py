@@ -39,14 +39,12 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Image, Markdown, display
 
-from basisn.figures import save_figure, save_table, set_style
+from basisn.figures import load_hw_eval, save_figure, save_table, set_style
 
 set_style()
 print("notebook parameters:", json.dumps({"hardware_dir": hardware_dir}))
 hw_path = Path(hardware_dir)
-hw = json.loads((hw_path / "hw_eval.json").read_text())
-print(f"hw_eval.json: preset {hw['preset']!r}")
-print(json.dumps({"config": hw["config"], "derived": hw["derived"], "params": hw["params"]}, indent=1, sort_keys=True))
+hw = load_hw_eval(hw_path)
 
 summary = pd.read_csv(hw_path / "summary.csv")
 layers = pd.read_csv(hw_path / "layers.csv")
