@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ import pandas as pd
 import torch
 
 from basisn import params as params_module
-from basisn.atomic import atomic_directory
+from basisn.atomic import atomic_directory, atomic_write_json
 from basisn.basis import to_basisn, to_dense
 from basisn.checkpoints import load_model, save_model
 from basisn.params import ParamsError
@@ -49,10 +48,6 @@ def _load_params(args: argparse.Namespace) -> dict | None:
     except ParamsError as error:
         print(f"basisn: {error}", file=sys.stderr)
         return None
-
-
-def write_json(path: Path, data: object) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _require(path: Path, stage: str) -> Path:
@@ -124,7 +119,7 @@ def data_main(argv: list[str]) -> int:
         test_per_class=torch.bincount(test_labels, minlength=loaders.num_classes).tolist(),
     )
     with atomic_directory(Path(args.out)) as out:
-        write_json(out / "summary.json", summary)
+        atomic_write_json(out / "summary.json", summary)
     print(f"data: {summary['dataset']} {summary['train_samples']} train / {summary['test_samples']} test images")
     return 0
 
@@ -162,9 +157,9 @@ def _fit_stage(p: dict, args: argparse.Namespace, stage: str) -> int:
         with atomic_directory(Path(args.out), enabled=rank == 0) as out:
             save_model(model.cpu(), out / "model.pt", meta)
             summary = dict(_summary(metrics), profile=p["profile"], stage_seconds=time.perf_counter() - started)
-            write_json(out / "metrics.json", summary)
+            atomic_write_json(out / "metrics.json", summary)
             _history_csv(metrics, out / "history.csv")
-            write_json(out / "params.json", p)
+            atomic_write_json(out / "params.json", p)
         if rank == 0:
             print(f"{stage}: test accuracy {summary.get('test_accuracy', float('nan')):.4f} -> {args.out}")
         return 0
@@ -222,7 +217,7 @@ def decompose_main(argv: list[str]) -> int:
         table.assign(weight_shape=table["weight_shape"].map(lambda s: "x".join(map(str, s)))).to_csv(
             out / "report.csv", index=False
         )
-        write_json(out / "metrics.json", summary)
+        atomic_write_json(out / "metrics.json", summary)
     print(
         f"decompose: {len(table)} layers onto {p['decompose']['n_basis']} basis vectors, relative error "
         f"{summary['rel_error_mean']:.3f} (mean over layers) in {seconds:.1f}s -> {args.out}"
@@ -265,7 +260,7 @@ def evaluate_main(argv: list[str]) -> int:
         | {name: results[name]["per_class"] for name in ("dense", "decomposed", "basisn")}
     )
     with atomic_directory(Path(args.out)) as out:
-        write_json(out / "metrics.json", summary)
+        atomic_write_json(out / "metrics.json", summary)
         per_class.to_csv(out / "per_class.csv", index=False)
         basis_tables(models["decomposed"], models["basisn"], out)
         size = tuple(loaders.input_size)
@@ -360,5 +355,5 @@ def sweep_main(argv: list[str]) -> int:
             rows.append(row)
             print(f"sweep {index}/{len(grid)}: {row}", flush=True)
         pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
-        write_json(out / "params.json", dict(sweep=sweep, decompose=p["decompose"], profile=p["profile"]))
+        atomic_write_json(out / "params.json", dict(sweep=sweep, decompose=p["decompose"], profile=p["profile"]))
     return 0

@@ -406,11 +406,10 @@ def robustness_main(argv: list[str]) -> int:
         torch.set_num_threads(settings["threads"])
     started = time.perf_counter()
 
-    from basisn.atomic import atomic_directory
+    from basisn.atomic import atomic_directory, atomic_write_json
     from basisn.checkpoints import load_model
     from basisn.data import build_loaders
     from basisn.hardware.shapes import layer_shapes
-    from basisn.pipeline import write_json
 
     models, metas = {}, {}
     for mapping in settings["mappings"]:
@@ -456,7 +455,7 @@ def robustness_main(argv: list[str]) -> int:
     with atomic_directory(Path(args.out)) as out:
         table.to_csv(out / "robustness.csv", index=False)
         summary.to_csv(out / "summary.csv", index=False)
-        write_json(out / "robustness.json", _plain(facts))
+        atomic_write_json(out / "robustness.json", _plain(facts))
     print(
         f"robustness: {facts['simulations']} simulations of {facts['test_images']} test images in "
         f"{facts['stage_seconds']:.0f}s; digital accuracy "
