@@ -201,6 +201,11 @@ def to_basisn(
 
     # 3. The layers. Their coefficients are fitted after the bank holds its final (quantized) basis.
     new_layers: list[BasisLayer] = []
+    # a model moved to channels_last has NHWC conv weights; 1x1 and one-input-channel kernels are both layouts at
+    # once, so any conv whose weight is NHWC-only tells the layout of the model
+    source_channels_last = any(
+        isinstance(module, nn.Conv2d) and not module.weight.is_contiguous() for _, module in targets
+    )
     for _, module in targets:
         settings = dict(bank=bank, coef_bits=coef_bits, coef_quant=coef_quant, coef_scale=coef_scale)
         if isinstance(module, nn.Conv2d):
@@ -219,6 +224,8 @@ def to_basisn(
         else:
             layer = BasisLinear(module.in_features, module.out_features, module.bias is not None, **settings)
         layer.to(device=reference.device, dtype=reference.dtype)
+        if isinstance(module, nn.Conv2d) and source_channels_last:
+            layer.to(memory_format=torch.channels_last)  # keep the source model's NHWC layout
         if module.bias is not None:
             layer.bias.data.copy_(module.bias.detach())
         new_layers.append(layer)
@@ -343,7 +350,8 @@ def to_dense(model: nn.Module) -> nn.Module:
             )
         else:
             plain = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None, device="meta")
-        plain.weight = nn.Parameter(weight.detach().clone())
+        memory_format = torch.channels_last if getattr(layer, "channels_last", False) else torch.contiguous_format
+        plain.weight = nn.Parameter(weight.detach().clone(memory_format=memory_format))
         if layer.bias is not None:
             plain.bias = nn.Parameter(layer.bias.detach().clone())
         plain.train(layer.training)

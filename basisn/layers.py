@@ -259,12 +259,27 @@ class BasisConv2d(BasisLayer):
         )
         self.padding, self.groups, self.padding_mode = reference.padding, groups, padding_mode
         self._reversed_padding_repeated_twice = reference._reversed_padding_repeated_twice
+        # The layer has no 4-D parameter, so `model.to(memory_format=torch.channels_last)` would have nothing to
+        # convert and could not ask for NHWC weights as it does for nn.Conv2d. This tiny 4-D buffer (not saved) is
+        # converted by that call instead, and records the layout the rebuilt weight should take.
+        self.register_buffer("layout_probe", torch.zeros(1, 2, 1, 2), persistent=False)
+
+    @property
+    def channels_last(self) -> bool:
+        """True after `.to(memory_format=torch.channels_last)`: the rebuilt weight is then made NHWC."""
+        return not self.layout_probe.is_contiguous()
 
     def forward(self, x: Tensor) -> Tensor:
         weight = self.current_weight()
-        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-            # the rebuilt weight comes out NCHW; with an NHWC input oneDNN/cuDNN are only fast on an NHWC weight
-            weight = weight.contiguous(memory_format=torch.channels_last)
+        if self.channels_last or (
+            x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        ):
+            # The rebuilt weight is a strided NCHW view. oneDNN/cuDNN are fast on NHWC activations only with an NHWC
+            # weight, and the output layout follows the weight's strides when the input is ambiguous (one channel),
+            # so a channels_last model copies its weight into NHWC strides here: one copy, the one the conv would
+            # otherwise make. clone, not .contiguous(): a one-channel kernel counts as NHWC-contiguous in any
+            # strides, and only clone(memory_format=...) writes the strides oneDNN/cuDNN read as NHWC.
+            weight = weight.clone(memory_format=torch.channels_last)
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             return F.conv2d(x, weight, self.bias, self.stride, _pair(0), self.dilation, self.groups)

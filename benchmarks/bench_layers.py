@@ -57,7 +57,10 @@ def inference(model: torch.nn.Module, x: torch.Tensor):
 
 def median_time(fn, device: torch.device, min_run_time: float) -> float:
     sync = "torch.cuda.synchronize()" if device.type == "cuda" else "pass"
-    timer = benchmark.Timer(stmt="fn(); " + sync, globals={"fn": fn, "torch": torch})
+    # Timer runs on ONE thread unless told otherwise; measure with the threads the run was asked for
+    timer = benchmark.Timer(
+        stmt="fn(); " + sync, globals={"fn": fn, "torch": torch}, num_threads=torch.get_num_threads()
+    )
     return timer.blocked_autorange(min_run_time=min_run_time).median
 
 

@@ -298,6 +298,50 @@ def test_to_dense_gives_an_ordinary_model_with_the_same_outputs():
     assert not dense._forward_pre_hooks and hasattr(model, "basisn_bank")  # the input model is untouched
 
 
+def nhwc_only(tensor: torch.Tensor) -> bool:
+    return tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+
+
+def test_channels_last_models_stay_nhwc_through_conversion_training_and_to_dense():
+    """`.to(memory_format=channels_last)` must reach the rebuilt weights, as it reaches nn.Conv2d's.
+
+    The first conv sees a one-channel input, which is NCHW and NHWC at once: there the output layout follows the
+    weight, so a layer that only looked at its input would silently run the whole network in NCHW.
+    """
+    torch.manual_seed(0)
+
+    class Root(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Conv2d(8, 4, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+    nchw_model, _ = basisn.to_basisn(Root(), n_basis=4, segment_len=9)
+    assert not any(layer.channels_last for _, layer in basisn.basis_layers(nchw_model))
+    nhwc_model = copy.deepcopy(nchw_model).to(memory_format=torch.channels_last)
+    assert all(layer.channels_last for _, layer in basisn.basis_layers(nhwc_model))
+    assert "body.0.layout_probe" not in nhwc_model.state_dict()  # the checkpoint format is unchanged
+
+    x = torch.randn(2, 1, 7, 7).contiguous(memory_format=torch.channels_last)
+    outputs = {}
+    for module in nhwc_model.body:
+        module.register_forward_hook(lambda m, i, o, outputs=outputs: outputs.setdefault(m, o))
+    out = nhwc_model(x)
+    assert [nhwc_only(o) for o in outputs.values()] == [True] * 4, [(o.shape, o.stride()) for o in outputs.values()]
+    torch.testing.assert_close(out, nchw_model(x.contiguous()), rtol=1e-5, atol=1e-6)
+    out.square().sum().backward()  # the layout change is differentiable
+    assert nhwc_model.body[0].coef.grad is not None and nhwc_model.basisn_bank.weight.grad is not None
+
+    # to_basisn keeps a channels_last source's layout, and to_dense gives NHWC weights only to NHWC layers
+    source = Root().to(memory_format=torch.channels_last)
+    converted_nhwc, _ = basisn.to_basisn(source, n_basis=4, segment_len=9)
+    assert all(layer.channels_last for _, layer in basisn.basis_layers(converted_nhwc))
+    assert nhwc_only(basisn.to_dense(nhwc_model).body[2].weight)
+    assert basisn.to_dense(nchw_model).body[2].weight.is_contiguous()
+
+
 def test_save_and_load_round_trip_exactly(tmp_path):
     _, model, _ = converted(0, n_basis=8, segment_len=16, coef_bits=3, coef_quant="pow2", groups=2, exclude=["head"])
     with torch.no_grad():  # make sure trained values (not the decomposition) are what is saved
