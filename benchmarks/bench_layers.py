@@ -1,13 +1,14 @@
 """Basis-mapped layers vs. ordinary ones, side by side in one run: training step, deployed inference, decomposition.
 
     python benchmarks/bench_layers.py [--device cpu|cuda] [--threads N] [--rounds 7] [--[no-]channels-last]
-                                      [--out results.json]
+                                      [--compile] [--out results.json]
 
 (1) one SGD training step (forward, backward, update) of a basis-mapped model vs. the same dense model, for the
 default small ResNet (28x28x1) and CIFAR-style ResNet-18 (32x32x3); (2) inference of `to_dense(model)` vs. the
-dense model; (3) `to_basisn` on torchvision ResNet-50. Timings use torch.utils.benchmark; dense and basis-mapped
-are measured in alternating rounds and the ratio is the median of the per-round ratios, so drift of a shared
-machine cancels instead of landing on one side.
+dense model, and of an identical copy of the dense model vs. itself (the noise floor of a ratio); (3) `to_basisn`
+on torchvision ResNet-50. Timings use torch.utils.benchmark; dense and basis-mapped are measured in alternating
+rounds and the ratio is the median of the per-round ratios, so drift of a shared machine cancels instead of
+landing on one side. `--compile` wraps both models of the training step in torch.compile (compile time excluded).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def main() -> None:
         default=None,
         help="NHWC activations and weights (default: on CUDA only)",
     )
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models of the training step")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,12 +110,17 @@ def main() -> None:
             device=torch.cuda.get_device_name() if on_cuda else platform.processor() or platform.machine(),
             threads=args.threads,
             channels_last=channels_last,
+            compile=args.compile,
             torch=torch.__version__,
         ),
         cases=[],
     )
     layout = "NHWC (channels_last)" if channels_last else "NCHW"
-    print(f"device {results['machine']['device']}, {args.threads} threads, {layout}, torch {torch.__version__}")
+    compiled_note = ", training step under torch.compile" if args.compile else ""
+    print(
+        f"device {results['machine']['device']}, {args.threads} threads, {layout}{compiled_note}, "
+        f"torch {torch.__version__}"
+    )
     print(f"{'case':<44} {'reference':>11} {'basisn':>11} {'ratio':>7}  (min-max over {args.rounds} rounds)")
     for name, shape, classes, cpu_batch, cuda_batch in CASES:
         batch = cuda_batch if on_cuda else cpu_batch
@@ -127,9 +134,10 @@ def main() -> None:
             for model in (dense, mapped):
                 model.to(memory_format=torch.channels_last)
         dense.train(), mapped.train()
+        compiled = (torch.compile(dense), torch.compile(mapped)) if args.compile else (dense, mapped)
         train = compare(
-            training_step(dense, x, y, on_cuda),
-            training_step(mapped, x, y, on_cuda),
+            training_step(compiled[0], x, y, on_cuda),
+            training_step(compiled[1], x, y, on_cuda),
             device,
             args.rounds,
             args.min_run_time,
@@ -137,7 +145,14 @@ def main() -> None:
         deployed = basisn.to_dense(mapped).eval()
         dense.eval()
         infer = compare(inference(dense, x), inference(deployed, x), device, args.rounds, args.min_run_time)
-        for label, row in ((f"{name} train step, batch {batch}", train), (f"{name} to_dense inference", infer)):
+        # the same comparison between two identical dense models: how far from 1.000 noise alone moves a ratio
+        twin = copy.deepcopy(dense)
+        control = compare(inference(dense, x), inference(twin, x), device, args.rounds, args.min_run_time)
+        for label, row in (
+            (f"{name} train step, batch {batch}", train),
+            (f"{name} to_dense inference", infer),
+            (f"{name} dense copy inference (noise floor)", control),
+        ):
             print(
                 f"{label:<44} {row['reference_s'] * 1e3:>9.2f}ms {row['candidate_s'] * 1e3:>9.2f}ms "
                 f"{row['ratio']:>7.3f}  ({row['ratio_min']:.3f}-{row['ratio_max']:.3f})"
