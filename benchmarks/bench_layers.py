@@ -1,7 +1,7 @@
 """Basis-mapped layers vs. ordinary ones, side by side in one run: training step, deployed inference, decomposition.
 
     python benchmarks/bench_layers.py [--device cpu|cuda] [--threads N] [--rounds 7] [--[no-]channels-last]
-                                      [--compile] [--out results.json]
+                                      [--compile] [--models NAME ...] [--skip-resnet50] [--out results.json]
 
 (1) one SGD training step (forward, backward, update) of a basis-mapped model vs. the same dense model, for the
 default small ResNet (28x28x1) and CIFAR-style ResNet-18 (32x32x3); (2) inference of `to_dense(model)` vs. the
@@ -98,6 +98,8 @@ def main() -> None:
         help="NHWC activations and weights (default: on CUDA only)",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile both models of the training step")
+    parser.add_argument("--models", nargs="+", choices=[case[0] for case in CASES], default=[case[0] for case in CASES])
+    parser.add_argument("--skip-resnet50", action="store_true", help="do not time to_basisn(resnet50)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -122,7 +124,7 @@ def main() -> None:
         f"torch {torch.__version__}"
     )
     print(f"{'case':<44} {'reference':>11} {'basisn':>11} {'ratio':>7}  (min-max over {args.rounds} rounds)")
-    for name, shape, classes, cpu_batch, cuda_batch in CASES:
+    for name, shape, classes, cpu_batch, cuda_batch in [case for case in CASES if case[0] in args.models]:
         batch = cuda_batch if on_cuda else cpu_batch
         dense = build_model(name, classes, shape[0]).to(device)
         mapped, _ = basisn.to_basisn(copy.deepcopy(dense), args.n_basis)
@@ -159,17 +161,17 @@ def main() -> None:
             )
             results["cases"].append(dict(case=label, **row))
 
-    resnet50 = torchvision.models.resnet50()
-    seconds = []
-    for _ in range(3):
-        model = copy.deepcopy(resnet50)
-        started = time.perf_counter()
-        basisn.to_basisn(model, args.n_basis)
-        seconds.append(time.perf_counter() - started)
-    print(
-        f"{'to_basisn(resnet50), n_basis=' + str(args.n_basis):<44} {statistics.median(seconds):>10.2f}s (median of 3)"
-    )
-    results["to_basisn_resnet50_s"] = statistics.median(seconds)
+    if not args.skip_resnet50:
+        resnet50 = torchvision.models.resnet50()
+        seconds = []
+        for _ in range(3):
+            model = copy.deepcopy(resnet50)
+            started = time.perf_counter()
+            basisn.to_basisn(model, args.n_basis)
+            seconds.append(time.perf_counter() - started)
+        label = f"to_basisn(resnet50), n_basis={args.n_basis}"
+        print(f"{label:<44} {statistics.median(seconds):>10.2f}s (median of 3)")
+        results["to_basisn_resnet50_s"] = statistics.median(seconds)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 
