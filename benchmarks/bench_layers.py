@@ -137,28 +137,18 @@ def main() -> None:
             for model in (dense, mapped):
                 model.to(memory_format=torch.channels_last)
         dense.train(), mapped.train()
+
+        def compare_steps(reference: torch.nn.Module, candidate: torch.nn.Module, x=x, y=y) -> dict:
+            steps = (training_step(model, x, y, on_cuda) for model in (reference, candidate))
+            return compare(*steps, device, args.rounds, args.min_run_time)
+
         rows = []
+        dense_step, mapped_step = dense, mapped
         if args.compile:  # compiled vs. eager for each model, then the two compiled models against each other
-            compiled_dense, compiled_mapped = torch.compile(dense), torch.compile(mapped)
-            for label, eager, compiled in (("dense", dense, compiled_dense), ("basisn", mapped, compiled_mapped)):
-                row = compare(
-                    training_step(eager, x, y, on_cuda),
-                    training_step(compiled, x, y, on_cuda),
-                    device,
-                    args.rounds,
-                    args.min_run_time,
-                )
-                rows.append((f"{name} {label} step: eager vs torch.compile", row))
-            dense_step, mapped_step = compiled_dense, compiled_mapped
-        else:
-            dense_step, mapped_step = dense, mapped
-        train = compare(
-            training_step(dense_step, x, y, on_cuda),
-            training_step(mapped_step, x, y, on_cuda),
-            device,
-            args.rounds,
-            args.min_run_time,
-        )
+            dense_step, mapped_step = torch.compile(dense), torch.compile(mapped)
+            rows.append((f"{name} dense step: eager vs torch.compile", compare_steps(dense, dense_step)))
+            rows.append((f"{name} basisn step: eager vs torch.compile", compare_steps(mapped, mapped_step)))
+        train = compare_steps(dense_step, mapped_step)
         rows.append((f"{name} train step, batch {batch}" + (" (both compiled)" if args.compile else ""), train))
         deployed = basisn.to_dense(mapped).eval()
         dense.eval()
