@@ -20,15 +20,6 @@ from basisn.cli import main as cli_main
 FILES = list(data.FASHION_MNIST_MD5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These tests run small ops; on shared, oversubscribed cores two OpenMP threads made them 30x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def idx_bytes(array: np.ndarray) -> bytes:
     """An IDX file of unsigned bytes, as in the MNIST family."""
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)

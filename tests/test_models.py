@@ -23,15 +23,6 @@ SHAPES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These tests run small ops; on shared, oversubscribed cores two OpenMP threads made them 30x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @cache
 def shared_model(name: str, classes: int, channels: int) -> nn.Module:
     """Big models are slow to initialise on a small CPU: build each once per session (tests only read them)."""

@@ -27,15 +27,6 @@ from basisn.models import build_model
 SEEDS = range(4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread is faster and immune to other processes on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _randomise_bn(model: nn.Module, generator: torch.Generator) -> nn.Module:
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
