@@ -8,6 +8,7 @@ written atomically (temp file, then rename) so a failing notebook never leaves h
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -68,3 +69,19 @@ def load_hw_eval(hardware_dir: str | Path) -> dict:
         json.dumps({"config": hw["config"], "derived": hw["derived"], "params": hw["params"]}, indent=1, sort_keys=True)
     )
     return hw
+
+
+def show(paths: Iterable[Path]) -> None:
+    """Display the PNG among `paths` (what save_figure returned) in the running notebook."""
+    from IPython.display import Image, display
+
+    for path in paths:
+        if path.suffix == ".png":
+            display(Image(filename=str(path)))
+
+
+def order_networks(hw: dict, present: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(the paper's networks, all networks) among `present`: hw_eval's params order first, any others sorted after."""
+    present = set(present)
+    paper = [name for name in hw["params"]["networks"] if name in present]
+    return paper, paper + sorted(present - set(paper))

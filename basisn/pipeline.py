@@ -184,6 +184,15 @@ def finetune_main(argv: list[str]) -> int:
     return 2 if p is None else _fit_stage(p, args, "finetune")
 
 
+def _report_totals(table: pd.DataFrame) -> dict:
+    """Mean and weight-weighted relative error and the coefficient count of a `to_basisn` report."""
+    return dict(
+        rel_error_mean=float(table["rel_error"].mean()),
+        rel_error_weighted=float((table["rel_error"] * table["weights"]).sum() / table["weights"].sum()),
+        coefficients=int(table["coefficients"].sum()),
+    )
+
+
 def decompose_main(argv: list[str]) -> int:
     """`decompose` stage: to_basisn on the baseline, with the per-layer reconstruction report."""
     parser = _parser("decompose", "decompose the baseline onto one global basis", "outputs/decompose")
@@ -199,15 +208,12 @@ def decompose_main(argv: list[str]) -> int:
     model, report = to_basisn(model, **p["decompose"], seed=p["seed"])
     seconds = time.perf_counter() - started
     table = pd.DataFrame(report)
-    weights = table["weights"].sum()
     summary = dict(
         profile=p["profile"],
         layers=len(table),
-        rel_error_mean=float(table["rel_error"].mean()),
-        rel_error_weighted=float((table["rel_error"] * table["weights"]).sum() / weights),
+        **_report_totals(table),
         rel_error_unquantized_mean=float(table["rel_error_unquantized"].mean()),
-        coefficients=int(table["coefficients"].sum()),
-        weights=int(weights),
+        weights=int(table["weights"].sum()),
         dense_parameters=int(dense_params),
         decompose_seconds=seconds,
         **{f"decompose_{k}": v for k, v in p["decompose"].items() if k != "exclude"},
@@ -337,13 +343,10 @@ def sweep_main(argv: list[str]) -> int:
         for index, (n_basis, coef_bits) in enumerate(grid, 1):
             settings = dict(p["decompose"], n_basis=n_basis, coef_bits=coef_bits)
             model, report = to_basisn(copy.deepcopy(dense), **settings, seed=p["seed"])
-            table = pd.DataFrame(report)
             row = dict(
                 n_basis=n_basis,
                 coef_bits=coef_bits,
-                rel_error_mean=float(table["rel_error"].mean()),
-                rel_error_weighted=float((table["rel_error"] * table["weights"]).sum() / table["weights"].sum()),
-                coefficients=int(table["coefficients"].sum()),
+                **_report_totals(pd.DataFrame(report)),
                 decomposed_accuracy=evaluate(model, loaders.test, loaders.num_classes)["accuracy"],
             )
             if sweep["finetune_epochs"]:

@@ -41,9 +41,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import yaml
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 
-from basisn.figures import save_figure, save_table, set_style
+from basisn.figures import save_figure, save_table, set_style, show
 from basisn.params import resolve
 
 set_style()
@@ -81,12 +81,6 @@ for name in accuracy_files:
 def ints(values):
     """Whole numbers as ints and missing ones as empty cells (not <NA> or 5e+04) in every table format."""
     return pd.Series([("" if pd.isna(v) else int(v)) for v in values], dtype=object)
-
-
-def show(paths):
-    for path in paths:
-        if path.suffix == ".png":
-            display(Image(filename=str(path)))
 
 
 # %% [markdown]

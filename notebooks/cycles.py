@@ -38,10 +38,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 from matplotlib.ticker import FuncFormatter
 
-from basisn.figures import SCHEME_COLORS, load_hw_eval, save_figure, save_table, set_style
+from basisn.figures import SCHEME_COLORS, load_hw_eval, order_networks, save_figure, save_table, set_style, show
 
 set_style()
 print("notebook parameters:", json.dumps({"hardware_dir": hardware_dir}))
@@ -49,15 +49,8 @@ hw_path = Path(hardware_dir)
 hw = load_hw_eval(hw_path)
 
 summary = pd.read_csv(hw_path / "summary.csv")
-paper = [n for n in hw["params"]["networks"] if n in set(summary["network"])]
-networks = paper + sorted(set(summary["network"]) - set(paper))
+paper, networks = order_networks(hw, summary["network"])
 others = [p for p in hw["params"]["compare_presets"] if p in set(summary["preset"])]
-
-
-def show(paths):
-    for path in paths:
-        if path.suffix == ".png":
-            display(Image(filename=str(path)))
 
 
 # %% [markdown]

@@ -39,9 +39,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 
-from basisn.figures import load_hw_eval, save_figure, save_table, set_style
+from basisn.figures import load_hw_eval, order_networks, save_figure, save_table, set_style, show
 
 set_style()
 hw_path = Path(hardware_dir)
@@ -57,16 +57,9 @@ if main.empty:
     raise ValueError(
         f"crossbars={crossbars} is not in summary.csv; use one of {sorted(summary['n_crossbars'].unique())}"
     )
-paper = [n for n in hw["params"]["networks"] if n in set(main["network"])]
-networks = paper + sorted(set(main["network"]) - set(paper))
+paper, networks = order_networks(hw, main["network"])
 SCHEMES = ["ideal", "reprogram", "basisn"]
 TERMS = ["xbar", "adc", "shift_add", "coef_mac", "write"]
-
-
-def show(paths):
-    for path in paths:
-        if path.suffix == ".png":
-            display(Image(filename=str(path)))
 
 
 # %% [markdown]

@@ -38,9 +38,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 
-from basisn.figures import load_hw_eval, save_figure, save_table, set_style
+from basisn.figures import load_hw_eval, order_networks, save_figure, save_table, set_style, show
 
 set_style()
 print("notebook parameters:", json.dumps({"hardware_dir": hardware_dir}))
@@ -50,8 +50,7 @@ hw = load_hw_eval(hw_path)
 summary = pd.read_csv(hw_path / "summary.csv")
 ratios = pd.read_csv(hw_path / "ratios.csv")
 sweep_ratios = pd.read_csv(hw_path / "sweep_ratios.csv")
-paper = [n for n in hw["params"]["networks"] if n in set(summary["network"])]
-networks = paper + sorted(set(summary["network"]) - set(paper))
+paper, networks = order_networks(hw, summary["network"])
 report = sorted(set(hw["params"]["report_crossbars"]) & set(summary["n_crossbars"]))
 KEYS = ["network", "n_crossbars"]
 
@@ -59,12 +58,6 @@ KEYS = ["network", "n_crossbars"]
 def ordered(frame, *more):
     frame = frame.assign(order=frame["network"].map(networks.index)).sort_values(["order", *more])
     return frame.drop(columns="order").reset_index(drop=True)
-
-
-def show(paths):
-    for path in paths:
-        if path.suffix == ".png":
-            display(Image(filename=str(path)))
 
 
 # %% [markdown]

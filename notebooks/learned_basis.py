@@ -41,9 +41,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 
-from basisn.figures import save_figure, save_table, set_style
+from basisn.figures import save_figure, save_table, set_style, show
 
 set_style()
 mine = dict(
@@ -62,12 +62,6 @@ basis = pd.read_csv(basis_file)
 coefficients = pd.read_csv(coefficients_file)
 report = pd.read_csv(decompose_report)
 STAGES = ["decomposed", "finetuned"]
-
-
-def show(paths):
-    for path in paths:
-        if path.suffix == ".png":
-            display(Image(filename=str(path)))
 
 
 def matrix(stage):

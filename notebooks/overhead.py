@@ -37,9 +37,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 
-from basisn.figures import load_hw_eval, save_figure, save_table, set_style
+from basisn.figures import load_hw_eval, order_networks, save_figure, save_table, set_style, show
 
 set_style()
 print("notebook parameters:", json.dumps({"hardware_dir": hardware_dir}))
@@ -49,16 +49,9 @@ hw = load_hw_eval(hw_path)
 summary = pd.read_csv(hw_path / "summary.csv")
 layers = pd.read_csv(hw_path / "layers.csv")
 summary = summary[summary["preset"] == hw["preset"]]
-paper = [n for n in hw["params"]["networks"] if n in set(summary["network"])]
-networks = paper + sorted(set(summary["network"]) - set(paper))  # the pipeline's own model last
+paper, networks = order_networks(hw, summary["network"])  # the pipeline's own model last
 crossbars = sorted(summary["n_crossbars"].unique())
 report = sorted(set(hw["params"]["report_crossbars"]) & set(layers["n_crossbars"]))
-
-
-def show(paths):
-    for path in paths:
-        if path.suffix == ".png":
-            display(Image(filename=str(path)))
 
 
 # %% [markdown]

@@ -44,9 +44,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 
-from basisn.figures import SCHEME_COLORS, save_figure, save_table, set_style
+from basisn.figures import SCHEME_COLORS, save_figure, save_table, set_style, show
 
 set_style()
 source = Path(robustness_dir)
@@ -104,9 +104,8 @@ for ax, sweep in zip(axes[0], sweeps):
     ax.set_title(sweep)
 axes[0][0].legend(loc="lower left", fontsize=8)
 fig.tight_layout()
-paths = save_figure(fig, out_dir, "robustness_sweeps")
+show(save_figure(fig, out_dir, "robustness_sweeps"))
 plt.close(fig)
-display(Image(filename=str(paths[1])))
 
 table = summary[
     [
@@ -165,9 +164,8 @@ ax.set_ylabel("test accuracy (%)")
 ax.set_title("write-verify iterations: cycles vs. accuracy")
 ax.legend(loc="lower right", fontsize=8)
 fig.tight_layout()
-paths = save_figure(fig, out_dir, "robustness_cost_accuracy")
+show(save_figure(fig, out_dir, "robustness_cost_accuracy"))
 plt.close(fig)
-display(Image(filename=str(paths[1])))
 
 cost = part[
     [

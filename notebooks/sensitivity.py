@@ -46,9 +46,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 
-from basisn.figures import save_figure, save_table, set_style
+from basisn.figures import order_networks, save_figure, save_table, set_style, show
 
 set_style()
 hw_path = Path(hardware_dir)
@@ -75,15 +75,8 @@ print(json.dumps({"config": hw["config"], "derived": hw["derived"], "params": hw
 results = pd.read_csv(sweep_results)
 hw_sweep = pd.read_csv(hw_path / "sweep.csv")
 sweep_ratios = pd.read_csv(hw_path / "sweep_ratios.csv")
-paper = [n for n in hw["params"]["networks"] if n in set(sweep_ratios["network"])]
-networks = paper + sorted(set(sweep_ratios["network"]) - set(paper))
+paper, networks = order_networks(hw, sweep_ratios["network"])
 finetuned = "finetuned_accuracy" in results.columns
-
-
-def show(paths):
-    for path in paths:
-        if path.suffix == ".png":
-            display(Image(filename=str(path)))
 
 
 # %% [markdown]
