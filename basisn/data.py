@@ -600,6 +600,28 @@ def _imagenet_root(root: Path) -> Path:
     )
 
 
+def check_dataset_files(dataset: str, root: str | Path) -> None:
+    """Before any work: the dataset's files are where `root` says (Fashion-MNIST: and match their MD5s).
+
+    Raises DataError with one line naming the file (or folder) and how to obtain it.
+    """
+    root = Path(root)
+    if dataset == "fashion_mnist":
+        verify_fashion_mnist(root)
+    elif dataset == "cifar100":
+        folder = root / "cifar-100-python"
+        for path in (folder / "train", folder / "test", folder / "meta"):
+            if not path.is_file():
+                raise DataError(
+                    f"{path}: missing; extract cifar-100-python.tar.gz "
+                    f"(https://www.cs.toronto.edu/~kriz/cifar.html) into {root}"
+                )
+    elif dataset == "imagenet":
+        _imagenet_root(root)
+    else:
+        raise DataError(f"unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The entry point the training stage calls
 # ----------------------------------------------------------------------------------------------------------------

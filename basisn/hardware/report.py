@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from basisn.atomic import atomic_directory
+from basisn.atomic import atomic_directory, check_writable
 from basisn.hardware.config import FIELD_NAMES, PRESETS, BasisSpec, HardwareConfig, preset
 from basisn.hardware.cost import SCHEMES, evaluate, min_crossbars, ratios, sweep, total_tiles
 from basisn.hardware.networks import PAPER_NETWORKS, PaperNetwork, paper_shapes
@@ -50,12 +50,15 @@ class HwParamsError(ValueError):
 # ----------------------------------------------------------------------------------------------------------------
 # params.yaml `hardware:` block.
 # ----------------------------------------------------------------------------------------------------------------
+MAX_COUNT = 2**20  # crossbars, batch, ... above this overflow the cost model's int64 arithmetic (10**18 did)
+
+
 def _positive_ints(key: str, value: Any, allow_empty: bool = False) -> list[int]:
     if not isinstance(value, list) or (not value and not allow_empty):
         raise HwParamsError(f"params: hardware.{key}={value!r} is not allowed; use a non-empty list of integers >= 1")
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise HwParamsError(f"params: hardware.{key} contains {v!r}; allowed: integers >= 1")
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_COUNT:
+            raise HwParamsError(f"params: hardware.{key} contains {v!r}; allowed: integers in [1, {MAX_COUNT}]")
     if len(set(value)) != len(value):
         raise HwParamsError(f"params: hardware.{key}={value!r} has duplicates; list each value once")
     return list(value)
@@ -135,18 +138,16 @@ def resolve_block(block: Any) -> tuple[dict[str, Any], HardwareConfig, BasisSpec
     return p, config, basis
 
 
-def load_block(path: Path) -> Any:
-    import yaml
+def load_block(path: Path, profile: str | None = None) -> Any:
+    """The `hardware:` block with the selected profile's `hardware:` override merged in (basisn.params)."""
+    from basisn.params import ParamsError, profile_block
 
     if not path.is_file():
         raise HwParamsError(f"params: file {str(path)!r} does not exist; pass --params PATH")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise HwParamsError(f"params: {path} is not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise HwParamsError(f"params: {path} must hold a mapping with a `hardware:` block")
-    return data.get("hardware", {})
+        return profile_block(path, "hardware", profile)
+    except ParamsError as error:
+        raise HwParamsError(str(error)) from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -290,13 +291,15 @@ def hw_eval_main(argv: list[str]) -> int:
         "the paper's networks (and the pipeline's model); writes JSON + CSV (schemas in docs/hardware.md).",
     )
     parser.add_argument("--params", default="params.yaml", help="params file with a `hardware:` block")
+    parser.add_argument("--profile", default=None, help="profile (default: `profile:` in the params file)")
     parser.add_argument("--out", default="outputs/hardware", help="output directory (replaced atomically)")
     parser.add_argument("--model-shapes", default=None, help="JSON written by basisn.hardware.save_shapes")
     parser.add_argument("--model-name", default="pipeline_model", help="network name of --model-shapes rows")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
-        p, config, basis = resolve_block(load_block(Path(args.params)))
+        p, config, basis = resolve_block(load_block(Path(args.params), args.profile))
+        check_writable(Path(args.out))  # before any work: an unwritable --out is one line, not a late traceback
         networks: dict[str, NetworkShapes] = {}
         if args.model_shapes is not None:
             if args.model_name in p["networks"]:
