@@ -133,6 +133,16 @@ def test_unwritable_out_is_found_before_training(tmp_path, traps, capsys):
     assert f"--out {blocker / 'train'}: cannot create {blocker}" in one_line(capsys)
 
 
+@needs_data
+def test_robustness_unwritable_out_is_found_before_simulating(tmp_path, traps, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    dense = dense_file(tmp_path)
+    command = ["robustness", "--params", str(params_file(tmp_path)), "--dense", str(dense), "--basisn", str(dense)]
+    assert cli([*command, "--out", str(blocker / "robustness")]) == 2
+    assert f"--out {blocker / 'robustness'}: cannot create {blocker}" in one_line(capsys)
+
+
 def test_hw_eval_reads_the_profile_override_and_validates_it(tmp_path, traps, capsys):
     raw = copy.deepcopy(RAW)
     raw["profile"] = "smoke"
@@ -256,7 +266,7 @@ MODEL_FILES = [
 
 
 @needs_data
-@pytest.mark.parametrize(("make", "message"), MODEL_FILES, ids=[make.__name__ for make, _ in MODEL_FILES])
+@pytest.mark.parametrize(("make", "message"), MODEL_FILES, ids=[message[:40] for _, message in MODEL_FILES])
 def test_bad_model_files_name_the_file_in_one_line(tmp_path, traps, capsys, make, message):
     path = make(tmp_path)
     code = cli(["decompose", "--params", str(params_file(tmp_path)), "--dense", str(path), "--out", str(tmp_path)])
