@@ -1,6 +1,7 @@
 """`basisn hw-eval`: the cost model on the paper's networks (and the pipeline's model), written for notebooks.
 
-Reads the `hardware:` block of params.yaml, validates all of it before writing anything, evaluates every network
+Reads the `hardware:` block of params.yaml (with the selected profile's `hardware:` override merged in),
+validates all of it and that `--out` is writable before any work, evaluates every network
 for every scheme at every crossbar count, the one-at-a-time sensitivity sweeps, and writes JSON + CSV into a
 temporary directory that replaces `--out` only when everything succeeded. File schemas: docs/hardware.md.
 """
@@ -50,7 +51,7 @@ class HwParamsError(ValueError):
 # ----------------------------------------------------------------------------------------------------------------
 # params.yaml `hardware:` block.
 # ----------------------------------------------------------------------------------------------------------------
-MAX_COUNT = 2**20  # crossbars, batch, ... above this overflow the cost model's int64 arithmetic (10**18 did)
+MAX_COUNT = 2**20  # crossbars, batch, sweep values: far beyond any chip; crossbars: [10**18] raised OverflowError
 
 
 def _positive_ints(key: str, value: Any, allow_empty: bool = False) -> list[int]:
@@ -101,8 +102,8 @@ def resolve_block(block: Any) -> tuple[dict[str, Any], HardwareConfig, BasisSpec
     crossbars = _positive_ints("crossbars", p["crossbars"])
     _positive_ints("report_crossbars", p["report_crossbars"])
     batch = p["batch"]
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise HwParamsError(f"params: hardware.batch={batch!r} is not allowed; use an integer >= 1")
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_COUNT:
+        raise HwParamsError(f"params: hardware.batch={batch!r} is not allowed; use an integer in [1, {MAX_COUNT}]")
     if not isinstance(p["basis"], dict):
         raise HwParamsError(f"params: hardware.basis={p['basis']!r} is not allowed; use a mapping")
     bad = sorted(set(p["basis"]) - {"n_basis", "segment_len", "groups"})
