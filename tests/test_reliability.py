@@ -329,7 +329,7 @@ for i in range(writes):
 def test_atomic_directory_is_safe_under_concurrent_writers(tmp_path):
     final = tmp_path / "out"
     writers = [
-        subprocess.Popen([sys.executable, "-c", STRESS, str(final), name, "150"], stderr=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", STRESS, str(final), name, "300"], stderr=subprocess.PIPE, text=True)
         for name in ("first", "second")
     ]
     errors = [writer.communicate(timeout=300)[1] for writer in writers]
