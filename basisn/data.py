@@ -82,7 +82,8 @@ FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-FIX_HINT = "run `basisn data fetch` (or `dvc pull` / `dvc checkout data.dvc` where data.dvc tracks it)"
+# `--force`: dvc checkout refuses to replace a modified (corrupt) file without it
+FIX_HINT = "run `basisn data fetch` (or `dvc checkout --force data.dvc` / `dvc pull data.dvc` where DVC has the files)"
 
 
 class DataError(RuntimeError):
