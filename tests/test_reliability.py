@@ -299,12 +299,13 @@ with output_lock(sys.argv[1]):
 
 
 @needs_data
-def test_a_second_writer_of_the_same_out_stops_at_once_naming_the_first(tmp_path, traps, capsys):
-    out = tmp_path / "train"
+@pytest.mark.parametrize("stage", ["train", "hw-eval"])
+def test_a_second_writer_of_the_same_out_stops_at_once_naming_the_first(tmp_path, traps, capsys, stage):
+    out = tmp_path / "out"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        code = cli(["train", "--params", str(params_file(tmp_path)), "--out", str(out)])
+        code = cli([stage, "--params", str(params_file(tmp_path)), "--out", str(out)])
         assert code == 2
         assert f"--out {out} is being written by pid {holder.pid} on " in one_line(capsys)
     finally:

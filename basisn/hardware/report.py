@@ -9,6 +9,7 @@ temporary directory that replaces `--out` only when everything succeeded. File s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from basisn.atomic import atomic_directory, check_writable
+from basisn.atomic import atomic_directory, output_lock
 from basisn.hardware.config import FIELD_NAMES, PRESETS, BasisSpec, HardwareConfig, preset
 from basisn.hardware.cost import SCHEMES, evaluate, min_crossbars, ratios, sweep, total_tiles
 from basisn.hardware.networks import PAPER_NETWORKS, PaperNetwork, paper_shapes
@@ -298,9 +299,11 @@ def hw_eval_main(argv: list[str]) -> int:
     parser.add_argument("--model-name", default="pipeline_model", help="network name of --model-shapes rows")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    writer = contextlib.ExitStack()
     try:
         p, config, basis = resolve_block(load_block(Path(args.params), args.profile))
-        check_writable(Path(args.out))  # before any work: an unwritable --out is one line, not a late traceback
+        # before any work: --out writable and no other run writing it (one line naming that run), held to the end
+        writer.enter_context(output_lock(Path(args.out)))
         networks: dict[str, NetworkShapes] = {}
         if args.model_shapes is not None:
             if args.model_name in p["networks"]:
@@ -312,9 +315,11 @@ def hw_eval_main(argv: list[str]) -> int:
         networks = {name: paper_shapes(name) for name in p["networks"]} | networks
         result = run(p, config, basis, networks)
     except ValueError as error:
+        writer.close()
         print(f"hw-eval: {error}", file=sys.stderr)
         return 2
-    files = write_outputs(Path(args.out), result)
+    with writer:
+        files = write_outputs(Path(args.out), result)
     seconds = time.perf_counter() - started
     print(
         f"hw-eval: preset {p['preset']!r} (N_wv={config.verify_iters}, {config.row_program_cycles} cycles per row "
