@@ -1,18 +1,33 @@
-"""Writing outputs so that a crash or an error never leaves half of one behind.
+"""Writing outputs so that a crash, an error or a second writer never leaves half of one behind.
 
 Everything is written to a temporary file (or directory) next to its destination and renamed over it only when
 complete: a rename within one file system is atomic, so readers see the old version or the new one, never a mix.
+
+A directory output has one writer at a time: `output_lock` holds an exclusive `flock` on `.NAME.lock` next to it
+(the file names the holder: pid, host, command, start time). The kernel drops the lock when its process dies,
+so a killed run never blocks the next one, and anything a killed run left next to the output (its staging
+directory `.NAME.staging-<random>`, or the previous output `.NAME.old` renamed away mid-swap) is cleaned, or restored,
+by the next writer while it holds the lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import errno
+import fcntl
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+
+class OutputError(ValueError):
+    """An output directory cannot be written (unwritable, not a directory, or held by another writer)."""
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
@@ -45,29 +60,115 @@ def atomic_write_json(path: str | os.PathLike, data: object, **dump_options: obj
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, **options) + "\n"))
 
 
+# --------------------------------------------------------------------------------------------------------------
+# One writer per output directory.
+# --------------------------------------------------------------------------------------------------------------
+_HELD: dict[Path, int] = {}  # output directory -> open lock file descriptor held by this process
+
+
+def lock_path(final: str | os.PathLike) -> Path:
+    final = Path(final)
+    return final.parent / f".{final.name}.lock"
+
+
+def check_writable(final: str | os.PathLike) -> Path:
+    """Raise OutputError (one line) unless `final` can be created or replaced; creates its parent directory."""
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise OutputError(f"--out {final} is a file, not a directory; pass a directory path")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"--out {final}: cannot create {final.parent} ({error.strerror})") from None
+    if not os.access(final.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {final}: {final.parent} is not writable; pass a writable --out")
+    if final.is_dir() and not os.access(final, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {final} is not writable (it is replaced as a whole); pass a writable --out")
+    return final
+
+
+def _holder() -> str:
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    command = " ".join(["basisn", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("basisn") else sys.argv)
+    return f"pid {os.getpid()} on {socket.gethostname()} ({command}, since {started})"
+
+
+@contextlib.contextmanager
+def output_lock(final: str | os.PathLike, wait: bool = False) -> Iterator[Path]:
+    """Hold the one-writer lock of output directory `final` (reentrant within a process).
+
+    wait=False: if another process holds it, raise OutputError naming the holder (a stage must not queue up
+    silently behind another run writing the same output); wait=True: block until it is free.
+    """
+    final = check_writable(final)
+    key = final.resolve()
+    if key in _HELD:
+        yield final
+        return
+    path = lock_path(final)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise OutputError(f"--out {final}: cannot create its lock file {path} ({error.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            holder = Path(path).read_text().strip() or "another process"
+            raise OutputError(
+                f"--out {final} is being written by {holder}; wait for it to finish or pass another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (_holder() + "\n").encode(), 0)
+        _HELD[key] = fd
+        try:
+            _recover(final)
+            yield final
+        finally:
+            del _HELD[key]
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def _recover(final: Path) -> None:
+    """Under the lock: undo what a killed writer of `final` left behind."""
+    retired = final.with_name(f".{final.name}.old")
+    if retired.exists() and not final.exists():  # killed between the two renames of the swap: keep the old one
+        retired.rename(final)
+    if retired.is_dir():
+        shutil.rmtree(retired, ignore_errors=True)
+    for staging in final.parent.glob(f".{final.name}.staging-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_directory(final: str | os.PathLike, enabled: bool = True) -> Iterator[Path]:
     """Yield a staging directory that replaces `final` only if the block finishes without an exception.
 
-    enabled=False yields a throw-away directory (e.g. for DDP ranks other than 0, which write nothing).
+    Holds `output_lock(final)` (waiting for it if another process writes `final`), so concurrent writers
+    replace it one after the other, each atomically. enabled=False yields a throw-away directory (e.g. for DDP
+    ranks other than 0, which write nothing).
     """
     final = Path(final)
     if not enabled:
         with tempfile.TemporaryDirectory() as scratch:
             yield Path(scratch)
         return
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if final.exists():
-        retired = final.with_name(f".{final.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        final.rename(retired)
-        staging.rename(final)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(final)
+    with output_lock(final, wait=True):
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if final.exists():
+            retired = final.with_name(f".{final.name}.old")
+            shutil.rmtree(retired, ignore_errors=True)
+            final.rename(retired)
+            staging.rename(final)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            staging.rename(final)

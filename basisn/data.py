@@ -82,7 +82,8 @@ FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-FIX_HINT = "run `basisn data fetch` (or `dvc pull` / `dvc checkout data.dvc` where data.dvc tracks it)"
+# `--force`: dvc checkout refuses to replace a modified (corrupt) file without it
+FIX_HINT = "run `basisn data fetch` (or `dvc checkout --force data.dvc` / `dvc pull data.dvc` where DVC has the files)"
 
 
 class DataError(RuntimeError):
@@ -598,6 +599,28 @@ def _imagenet_root(root: Path) -> Path:
         f"no ImageNet folder: expected {root}/train and {root}/val (or {root}/imagenet/train and .../val), "
         "each with one sub-folder of images per class"
     )
+
+
+def check_dataset_files(dataset: str, root: str | Path) -> None:
+    """Before any work: the dataset's files are where `root` says (Fashion-MNIST: and match their MD5s).
+
+    Raises DataError with one line naming the file (or folder) and how to obtain it.
+    """
+    root = Path(root)
+    if dataset == "fashion_mnist":
+        verify_fashion_mnist(root)
+    elif dataset == "cifar100":
+        folder = root / "cifar-100-python"
+        for path in (folder / "train", folder / "test", folder / "meta"):
+            if not path.is_file():
+                raise DataError(
+                    f"{path}: missing; extract cifar-100-python.tar.gz "
+                    f"(https://www.cs.toronto.edu/~kriz/cifar.html) into {root}"
+                )
+    elif dataset == "imagenet":
+        _imagenet_root(root)
+    else:
+        raise DataError(f"unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------

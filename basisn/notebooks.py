@@ -3,8 +3,9 @@
 The committed notebook is `notebooks/NAME.py` (py:percent text). It is converted by jupytext, executed by
 papermill with the named kernel (`basisn`, installed into .venv by the Makefile) and saved, executed, to
 `runs/NAME.ipynb` (ignored by git). The notebook writes its figures and tables into a staging directory (its
-`out_dir` parameter); only when every cell has run are they moved into `paper_figures/`. A failing cell fails
-the command with the cell's traceback and leaves the previous figures in place.
+`out_dir` parameter, `paper_figures/.staging-<pid>-*`); only when every cell has run are they moved into
+`paper_figures/`. A failing cell fails the command with the cell's traceback and leaves the previous figures in
+place; the staging directories of killed runs (dead pid) are removed by the next run.
 """
 
 from __future__ import annotations
@@ -26,6 +27,33 @@ def _parameter(text: str) -> tuple[str, object]:
     return key, yaml.safe_load(value)  # so that 3 is an int, 0.5 a float, [1, 2] a list, null None
 
 
+STAGING_PREFIX = ".staging-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_staging(out: Path) -> list[Path]:
+    """Remove the staging directories that killed runs left in `out` (`.staging-<pid>-*` of a dead pid).
+
+    Other live runs' directories stay. Returns what was removed.
+    """
+    removed = []
+    for staging in out.glob(f"{STAGING_PREFIX}*"):
+        pid_text = staging.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if staging.is_dir() and not (pid_text.isdigit() and _alive(int(pid_text))):
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    return removed
+
+
 def notebook_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="basisn notebook", description=__doc__.splitlines()[0])
     parser.add_argument("notebook", type=Path, help="notebooks/NAME.py (jupytext py:percent)")
@@ -43,7 +71,8 @@ def notebook_main(argv: list[str]) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     args.runs.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=args.out))
+    clean_stale_staging(args.out)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=args.out))
     executed = args.runs / f"{args.notebook.stem}.ipynb"
     try:
         with tempfile.TemporaryDirectory() as scratch:

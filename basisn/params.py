@@ -3,7 +3,9 @@
 params.yaml holds the default (Fashion-MNIST) values at the top level and named `profiles:` that override some of
 them (the paper's CIFAR-100 / ImageNet settings, a tiny smoke profile). `profile:` selects one, so a profile is
 chosen without editing code: `dvc exp run -S profile=cifar100_resnet18`, or `BASISN_PROFILE=smoke` for a one-off
-run of a stage. Blocks that belong to one subsystem (`hardware`, `robustness`) are validated by that subsystem.
+run of a stage (not inside `dvc repro`, where params.yaml's `profile:` is the only source, as dvc.lock records it).
+Blocks that belong to one subsystem (`hardware`, `robustness`) are validated by that subsystem's own checks, for
+the top level and every profile that overrides them, whenever a stage loads params.yaml.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,8 +59,10 @@ def number(low: float = 0.0, high: float | None = None, low_open: bool = False) 
     op = ">" if low_open else ">="
     bounds = f"{op} {low}" + ("" if high is None else f" and <= {high}")
     return Rule(
-        f"a number {bounds}",
-        lambda v: _is_number(v) and (v > low if low_open else v >= low) and (high is None or v <= high),
+        f"a finite number {bounds}",
+        lambda v: (
+            _is_number(v) and math.isfinite(v) and (v > low if low_open else v >= low) and (high is None or v <= high)
+        ),
     )
 
 
@@ -80,6 +85,11 @@ def list_of(rule: Rule, non_empty: bool = True) -> Rule:
     )
 
 
+def limited(rule: Rule, why: str) -> Rule:
+    """`rule` with the reason for its upper bound appended to what it allows."""
+    return Rule(f"{rule.describe} ({why})", rule.check)
+
+
 ANY = Rule("anything (validated by its subsystem)", lambda v: True)
 
 DATASETS = ("fashion_mnist", "cifar100", "imagenet")
@@ -93,6 +103,18 @@ MODELS = (
     "resnet50",
     "densenet121",
 )
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit seed
+MAX_SEGMENT_LEN = 8192  # 8 * 8192^2 bytes = 0.5 GiB for the m x m system; 100000 would need 80 GB
+# (train images, test images, classes) of the standard splits, for subset checks before any file is read
+SPLITS: dict[str, tuple[int, int, int]] = {
+    "fashion_mnist": (60000, 10000, 10),
+    "cifar100": (50000, 10000, 100),
+    "imagenet": (1281167, 50000, 1000),
+}
+IN_CHANNELS = {"fashion_mnist": 1, "cifar100": 3, "imagenet": 3}
+DVC_STAGE_ENV = "DVC_STAGE"  # set by `dvc repro` for every stage command it runs
+PROFILE_ENV = "BASISN_PROFILE"
 
 _TRAINING = {
     "epochs": integer(1),
@@ -109,7 +131,7 @@ _TRAINING = {
 
 SCHEMA: dict[str, Any] = {
     "profile": string(),
-    "seed": integer(0),
+    "seed": integer(0, MAX_SEED),
     "data": {
         "dataset": choice(*DATASETS),
         "root": string(),
@@ -124,7 +146,9 @@ SCHEMA: dict[str, Any] = {
     "train": dict(_TRAINING),
     "decompose": {
         "n_basis": integer(1),
-        "segment_len": integer(1),
+        "segment_len": limited(
+            integer(1, MAX_SEGMENT_LEN), "the basis is fit from an m x m float64 matrix: 8 * m^2 bytes"
+        ),
         "coef_bits": integer(2, 16, optional=True),
         "coef_quant": choice("uniform", "pow2"),
         "coef_scale": choice("channel", "layer"),
@@ -182,30 +206,146 @@ def resolve(raw: dict, profile: str | None = None) -> dict:
     schema = {k: v for k, v in SCHEMA.items() if k != "profile"}
     for name, override in profiles.items():  # every profile is checked, not just the selected one
         _walk(schema, override or {}, f"profiles.{name}.", partial=True)
-    selected = profile or os.environ.get("BASISN_PROFILE") or base.get("profile")
-    if selected not in profiles:
-        raise ParamsError(f"params: unknown profile {selected!r}; allowed: {', '.join(profiles)}")
+    selected = select_profile(raw, profile)
     effective = _merge(base, profiles[selected] or {})
     effective["profile"] = selected
     _walk(SCHEMA, effective, "", partial=False)
-    n_basis, segment_len, groups = (effective["decompose"][k] for k in ("n_basis", "segment_len", "groups"))
+    _check_semantics(effective)
+    return effective
+
+
+def select_profile(raw: dict, profile: str | None = None) -> str:
+    """--profile, else $BASISN_PROFILE, else `profile:`; under `dvc repro` only `profile:` (what dvc.lock records).
+
+    A stray BASISN_PROFILE inside `dvc repro` would make a stage's outputs disagree with dvc.lock (which records
+    params.yaml's `profile:`), so there it is an error unless it names the same profile.
+    """
+    from_file = raw.get("profile")
+    from_env = os.environ.get(PROFILE_ENV)
+    if os.environ.get(DVC_STAGE_ENV) and from_env and from_env != from_file:
+        raise ParamsError(
+            f"params: {PROFILE_ENV}={from_env} is set inside `dvc repro` (stage {os.environ[DVC_STAGE_ENV]}), "
+            f"where the profile is params.yaml's `profile: {from_file}` (recorded in dvc.lock); unset "
+            f"{PROFILE_ENV} or run `dvc exp run -S profile={from_env}`"
+        )
+    selected = profile or from_env or from_file
+    profiles = raw.get("profiles") or {}
+    if selected not in profiles:
+        raise ParamsError(f"params: unknown profile {selected!r}; allowed: {', '.join(map(str, profiles))}")
+    return selected
+
+
+def _check_semantics(p: dict) -> None:
+    """Checks that involve more than one key (each leaf is already valid)."""
+    n_basis, segment_len, groups = (p["decompose"][k] for k in ("n_basis", "segment_len", "groups"))
     if n_basis > segment_len:
         raise ParamsError(f"params: decompose.n_basis={n_basis} exceeds decompose.segment_len={segment_len}")
     if n_basis % groups:
         raise ParamsError(f"params: decompose.groups={groups} does not divide decompose.n_basis={n_basis}")
-    return effective
+    for block in ("train", "finetune"):
+        epochs, warmup = p[block]["epochs"], p[block]["warmup_epochs"]
+        if warmup > epochs:
+            raise ParamsError(
+                f"params: {block}.warmup_epochs={warmup} exceeds {block}.epochs={epochs}; allowed: 0..{epochs}"
+            )
+    sweep_epochs = p["sweep"]["finetune_epochs"]
+    if sweep_epochs and p["finetune"]["warmup_epochs"] > sweep_epochs:
+        raise ParamsError(
+            f"params: finetune.warmup_epochs={p['finetune']['warmup_epochs']} exceeds "
+            f"sweep.finetune_epochs={sweep_epochs} (the sweep's fine-tune); allowed: 0..{sweep_epochs}"
+        )
+    for n in p["sweep"]["n_basis"]:
+        if n > segment_len or n % groups:
+            raise ParamsError(
+                f"params: sweep.n_basis contains {n}; allowed: at most decompose.segment_len={segment_len} and "
+                f"a multiple of decompose.groups={groups}"
+            )
+    dataset = p["data"]["dataset"]
+    train_size, test_size, classes = SPLITS[dataset]
+    for key, value, size in (
+        ("data.subset", p["data"]["subset"], train_size),
+        ("data.test_subset", p["data"]["test_subset"], test_size),
+        ("sweep.finetune_subset", p["sweep"]["finetune_subset"], train_size),
+    ):
+        if value is not None and not classes <= value <= size:
+            raise ParamsError(
+                f"params: {key}={value} is not allowed for {dataset}; allowed: {classes} (one image per class) "
+                f"to {size} (the split's size), or null"
+            )
+
+
+def check_layer_names(p: dict) -> None:
+    """decompose.exclude must name modules of the params' model: built on the meta device (no memory, no data)."""
+    import torch
+
+    from basisn.models import build_model
+
+    exclude = p["decompose"]["exclude"]
+    if not exclude:
+        return
+    dataset = p["data"]["dataset"]
+    with torch.device("meta"):
+        model = build_model(p["model"]["name"], SPLITS[dataset][2], IN_CHANNELS[dataset])
+    names = {name for name, _ in model.named_modules() if name}
+    for name in exclude:
+        if name not in names:
+            top = ", ".join(sorted(n for n in names if "." not in n))
+            raise ParamsError(
+                f"params: decompose.exclude names {name!r}, which is no module of {p['model']['name']}; "
+                f"allowed: module names such as {top}"
+            )
+
+
+def check_subsystem_blocks(raw: dict) -> None:
+    """Validate the `hardware:` and `robustness:` blocks of every profile (merged over the top level)."""
+    from basisn.hardware.report import resolve_block
+    from basisn.hardware.robustness import parse_settings
+
+    for block, validate in (("hardware", resolve_block), ("robustness", parse_settings)):
+        checks = [("", raw.get(block) or {})]
+        for name, override in raw["profiles"].items():
+            if isinstance(override, dict) and override.get(block) is not None:
+                merged = _merge({"b": raw.get(block) or {}}, {"b": override[block]})["b"]
+                checks.append((f"profiles.{name}: ", merged))
+        for where, values in checks:
+            try:
+                validate(values)
+            except ValueError as error:
+                raise ParamsError(f"params: {where}{str(error).removeprefix('params: ')}") from None
+
+
+def profile_block(path: str | Path, block: str, profile: str | None = None) -> Any:
+    """The `block` (e.g. `hardware`) of a params file with the selected profile's override merged in.
+
+    A file without `profiles:` (a stand-alone hardware params file) gives its top-level block as it is.
+    """
+    raw = _read(Path(path))
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params: {path} must hold a mapping with a `{block}:` block")
+    if "profiles" not in raw:
+        return raw.get(block, {})
+    selected = select_profile(raw, profile)
+    override = (raw["profiles"][selected] or {}).get(block)
+    if override is None:
+        return raw.get(block, {})
+    return _merge({"b": raw.get(block) or {}}, {"b": override})["b"]
 
 
 def load(path: str | Path = "params.yaml", profile: str | None = None) -> dict:
     """Read and resolve params.yaml; raises ParamsError with one line on any problem."""
-    path = Path(path)
+    raw = _read(Path(path))
+    effective = resolve(raw, profile)
+    check_subsystem_blocks(raw)
+    return effective
+
+
+def _read(path: Path) -> Any:
     if not path.is_file():
         raise ParamsError(f"params: file {path} not found; pass --params PATH (the repository has params.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ParamsError(f"params: {path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    return resolve(raw, profile)
 
 
 def fingerprint(*parts: Any) -> str:

@@ -1,8 +1,11 @@
 """The pipeline stages that dvc.yaml runs: data -> train -> decompose -> finetune -> evaluate (+ sweep).
 
-Each stage reads params.yaml (validated in full before any work), reads the previous stage's files, and writes its
-own output directory atomically: everything goes to a temporary sibling directory that replaces the old one only
-when the stage has finished, so a failed or interrupted run never leaves half-written results over good ones.
+Each stage reads params.yaml (validated in full before any work), checks everything else it can without working
+(--out writable and not held by another run, dataset files, model files), reads the previous stage's files, and
+writes its own output directory atomically: everything goes to a temporary sibling directory that replaces the old
+one only when the stage has finished, so a failed or interrupted run never leaves half-written results over good
+ones (dvc.yaml marks these outputs `persist: true`, so `dvc repro` does not delete them before the stage runs).
+Any input problem is one `basisn: ...` line on stderr and exit code 2.
 Training stages checkpoint every epoch under `checkpoints/<stage>-<hash of their params>/` and resume from there
 when rerun with the same params (`dvc repro` after a kill picks up where it stopped).
 
@@ -13,7 +16,10 @@ Run one stage by hand: `basisn train --params params.yaml --out outputs/train`; 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import functools
+import os
 import sys
 import tempfile
 import time
@@ -23,9 +29,10 @@ import pandas as pd
 import torch
 
 from basisn import params as params_module
-from basisn.atomic import atomic_directory, atomic_write_json
+from basisn.atomic import OutputError, atomic_directory, atomic_write_json, check_writable, output_lock
 from basisn.basis import to_basisn, to_dense
-from basisn.checkpoints import load_model, save_model
+from basisn.checkpoints import ModelFileError, load_model, save_model
+from basisn.data import DataError
 from basisn.params import ParamsError
 
 CHECKPOINT_ROOT = Path("checkpoints")
@@ -42,18 +49,61 @@ def _parser(stage: str, description: str, out: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _load_params(args: argparse.Namespace) -> dict | None:
-    try:
-        return params_module.load(args.params, args.profile)
-    except ParamsError as error:
-        print(f"basisn: {error}", file=sys.stderr)
-        return None
+class StageError(ValueError):
+    """A stage input that is missing or unusable (one line, found before any work)."""
+
+
+ONE_LINE_ERRORS = (ParamsError, OutputError, ModelFileError, DataError, StageError)
+
+
+def _one_line_errors(main):
+    """A stage entry point whose input errors are one `basisn: ...` line on stderr and exit code 2."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str]) -> int:
+        try:
+            return main(argv)
+        except ONE_LINE_ERRORS as error:
+            print(f"basisn: {error}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
+def _prepare(
+    args: argparse.Namespace, *, data: bool = True, layer_names: bool = False
+) -> tuple[dict, contextlib.AbstractContextManager]:
+    """Every check that needs no work, in one place, before any model is trained or any batch is built.
+
+    Returns the params and the one-writer lock of `--out` (held for the stage's whole run, rank 0 only:
+    a second run writing the same directory stops at once with a line naming the first).
+    """
+    p = params_module.load(args.params, args.profile)
+    if layer_names:
+        params_module.check_layer_names(p)
+    if data:
+        from basisn.data import check_dataset_files
+
+        check_dataset_files(p["data"]["dataset"], p["data"]["root"])
+    if int(os.environ.get("RANK", "0")) != 0:  # DDP: only rank 0 writes
+        return p, contextlib.nullcontext(Path(args.out))
+    check_writable(Path(args.out))
+    return p, output_lock(Path(args.out))
 
 
 def _require(path: Path, stage: str) -> Path:
     if not path.is_file():
-        raise SystemExit(f"basisn: {path} not found; run the {stage} stage first (`dvc repro {stage}`)")
+        raise StageError(f"{path} not found; run the {stage} stage first (`dvc repro {stage}`)")
     return path
+
+
+def _load(path: Path, stage: str, basis_mapped: bool | None = None) -> tuple[torch.nn.Module, dict]:
+    """load_model with its checks (ModelFileError names the file); basis_mapped: the kind the stage needs."""
+    model, meta = load_model(_require(path, stage))
+    if basis_mapped is not None and hasattr(model, "basisn_bank") != basis_mapped:
+        kind = "a BasisN (basis-mapped)" if basis_mapped else "a dense"
+        raise StageError(f"{path}: is not {kind} model file, which the {stage} stage writes")
+    return model, meta
 
 
 def _loaders(p: dict, rank: int = 0, world_size: int = 1, augment: bool | None = None, subset: object = "params"):
@@ -96,13 +146,17 @@ def _summary(metrics: dict) -> dict:
 # --------------------------------------------------------------------------------------------------------------
 # Stages.
 # --------------------------------------------------------------------------------------------------------------
+@_one_line_errors
 def data_main(argv: list[str]) -> int:
     """`data` stage: verify the raw files against their pinned hashes and describe the dataset."""
     parser = _parser("data-check", "verify data/raw and write a dataset summary", "outputs/data")
     args = parser.parse_args(argv)
-    p = _load_params(args)
-    if p is None:
-        return 2
+    p, lock = _prepare(args)
+    with lock:
+        return _data_stage(p, args)
+
+
+def _data_stage(p: dict, args: argparse.Namespace) -> int:
     loaders = _loaders(p, augment=False)
     train_labels = torch.cat([labels for _, labels in loaders.train])
     test_labels = torch.cat([labels for _, labels in loaders.test])
@@ -117,6 +171,7 @@ def data_main(argv: list[str]) -> int:
         class_names=loaders.class_names,
         train_per_class=torch.bincount(train_labels, minlength=loaders.num_classes).tolist(),
         test_per_class=torch.bincount(test_labels, minlength=loaders.num_classes).tolist(),
+        files_md5=_verified_md5s(p),
     )
     with atomic_directory(Path(args.out)) as out:
         atomic_write_json(out / "summary.json", summary)
@@ -124,11 +179,27 @@ def data_main(argv: list[str]) -> int:
     return 0
 
 
+def _verified_md5s(p: dict) -> dict[str, str]:
+    """MD5 of each raw file (what the stages reading data/raw depend on, through summary.json; see dvc.yaml)."""
+    from basisn.data import FASHION_MNIST_MD5, md5_of
+
+    if p["data"]["dataset"] == "fashion_mnist":  # check_dataset_files has just checked each against this pin
+        return dict(FASHION_MNIST_MD5)
+    if p["data"]["dataset"] == "cifar100":
+        folder = Path(p["data"]["root"]) / "cifar-100-python"
+        return {name: md5_of(folder / name) for name in ("train", "test", "meta")}
+    return {}  # an ImageNet folder: too many files to hash on every run
+
+
 def _fit_stage(p: dict, args: argparse.Namespace, stage: str) -> int:
     """train (dense baseline) and finetune (BasisN, distilled from the baseline) share this."""
     from basisn.models import build_model
     from basisn.train import cleanup_distributed, fit, init_distributed, seed_everything
 
+    teacher = model = None
+    if stage == "finetune":  # model files first: a bad one is one line before any data is loaded
+        model, _ = _load(Path(args.decomposed), "decompose", basis_mapped=True)
+        teacher, _ = _load(Path(args.teacher), "train", basis_mapped=False)
     rank, world_size, _, device = init_distributed()
     try:
         loaders = _loaders(p, rank, world_size)
@@ -141,14 +212,11 @@ def _fit_stage(p: dict, args: argparse.Namespace, stage: str) -> int:
             dataset=p["data"]["dataset"],
             profile=p["profile"],
         )
-        teacher = None
         if stage == "train":
             model = build_model(meta["model"], meta["num_classes"], meta["in_channels"])
             config = _train_config(p, "train")
             fingerprint_of = (p["data"], p["model"], p["train"], p["seed"])
         else:
-            model, _ = load_model(_require(Path(args.decomposed), "decompose"))
-            teacher, _ = load_model(_require(Path(args.teacher), "train"))
             config = _train_config(p, "finetune")
             fingerprint_of = (p["data"], p["model"], p["decompose"], p["finetune"], p["seed"], p["train"])
         checkpoints = CHECKPOINT_ROOT / f"{stage}-{params_module.fingerprint(*fingerprint_of)}"
@@ -167,21 +235,25 @@ def _fit_stage(p: dict, args: argparse.Namespace, stage: str) -> int:
         cleanup_distributed()
 
 
+@_one_line_errors
 def train_main(argv: list[str]) -> int:
     """`train` stage: the dense baseline."""
     args = _parser("train", "train the dense baseline", "outputs/train").parse_args(argv)
-    p = _load_params(args)
-    return 2 if p is None else _fit_stage(p, args, "train")
+    p, lock = _prepare(args)
+    with lock:
+        return _fit_stage(p, args, "train")
 
 
+@_one_line_errors
 def finetune_main(argv: list[str]) -> int:
     """`finetune` stage: coefficients, basis and BN with quantization in the loop, distilled from the baseline."""
     parser = _parser("finetune", "fine-tune the decomposed BasisN model", "outputs/finetune")
     parser.add_argument("--decomposed", default="outputs/decompose/model.pt")
     parser.add_argument("--teacher", default="outputs/train/model.pt")
     args = parser.parse_args(argv)
-    p = _load_params(args)
-    return 2 if p is None else _fit_stage(p, args, "finetune")
+    p, lock = _prepare(args)
+    with lock:
+        return _fit_stage(p, args, "finetune")
 
 
 def _report_totals(table: pd.DataFrame) -> dict:
@@ -193,16 +265,20 @@ def _report_totals(table: pd.DataFrame) -> dict:
     )
 
 
+@_one_line_errors
 def decompose_main(argv: list[str]) -> int:
     """`decompose` stage: to_basisn on the baseline, with the per-layer reconstruction report."""
     parser = _parser("decompose", "decompose the baseline onto one global basis", "outputs/decompose")
     parser.add_argument("--dense", default="outputs/train/model.pt")
     args = parser.parse_args(argv)
-    p = _load_params(args)
-    if p is None:
-        return 2
+    p, lock = _prepare(args, data=False, layer_names=True)
+    model, meta = _load(Path(args.dense), "train", basis_mapped=False)
+    with lock:
+        return _decompose_stage(p, args, model, meta)
+
+
+def _decompose_stage(p: dict, args: argparse.Namespace, model: torch.nn.Module, meta: dict) -> int:
     torch.manual_seed(p["seed"])
-    model, meta = load_model(_require(Path(args.dense), "train"))
     dense_params = sum(param.numel() for param in model.parameters())
     started = time.perf_counter()
     model, report = to_basisn(model, **p["decompose"], seed=p["seed"])
@@ -231,24 +307,28 @@ def decompose_main(argv: list[str]) -> int:
     return 0
 
 
+@_one_line_errors
 def evaluate_main(argv: list[str]) -> int:
     """`evaluate` stage: dense vs decomposed-before-fine-tune vs BasisN accuracy, per class too."""
-    from basisn.hardware import layer_shapes, save_shapes
-    from basisn.train import evaluate
-
     parser = _parser("evaluate", "accuracy of dense, decomposed and fine-tuned BasisN models", "outputs/evaluate")
     parser.add_argument("--dense", default="outputs/train/model.pt")
     parser.add_argument("--decomposed", default="outputs/decompose/model.pt")
     parser.add_argument("--basisn", default="outputs/finetune/model.pt")
     args = parser.parse_args(argv)
-    p = _load_params(args)
-    if p is None:
-        return 2
+    p, lock = _prepare(args)
     models = {
-        "dense": load_model(_require(Path(args.dense), "train"))[0],
-        "decomposed": load_model(_require(Path(args.decomposed), "decompose"))[0],
-        "basisn": load_model(_require(Path(args.basisn), "finetune"))[0],
+        "dense": _load(Path(args.dense), "train", basis_mapped=False)[0],
+        "decomposed": _load(Path(args.decomposed), "decompose", basis_mapped=True)[0],
+        "basisn": _load(Path(args.basisn), "finetune", basis_mapped=True)[0],
     }
+    with lock:
+        return _evaluate_stage(p, args, models)
+
+
+def _evaluate_stage(p: dict, args: argparse.Namespace, models: dict[str, torch.nn.Module]) -> int:
+    from basisn.hardware import layer_shapes, save_shapes
+    from basisn.train import evaluate
+
     models["basisn_folded"] = to_dense(models["basisn"])  # what a deployment runs: must score the same
     loaders = _loaders(p, augment=False)
     results = {name: evaluate(model, loaders.test, loaders.num_classes) for name, model in models.items()}
@@ -320,22 +400,22 @@ def basis_tables(decomposed: torch.nn.Module, finetuned: torch.nn.Module, out: P
     pd.concat(coef_rows).to_csv(out / "coefficients.csv", index=False)
 
 
+@_one_line_errors
 def sweep_main(argv: list[str]) -> int:
     """`sweep` stage: n_basis x coef_bits, decomposed from the baseline, optionally briefly fine-tuned."""
-    from basisn.train import evaluate, fit
-
     parser = _parser("sweep", "accuracy and reconstruction error over n_basis x coef_bits", "outputs/sweep")
     parser.add_argument("--dense", default="outputs/train/model.pt")
     args = parser.parse_args(argv)
-    p = _load_params(args)
-    if p is None:
-        return 2
+    p, lock = _prepare(args, layer_names=True)  # sweep.n_basis against decompose: in params.resolve
+    dense, _ = _load(Path(args.dense), "train", basis_mapped=False)
+    with lock:
+        return _sweep_stage(p, args, dense)
+
+
+def _sweep_stage(p: dict, args: argparse.Namespace, dense: torch.nn.Module) -> int:
+    from basisn.train import evaluate, fit
+
     sweep = p["sweep"]
-    for n_basis in sweep["n_basis"]:
-        if n_basis > p["decompose"]["segment_len"] or n_basis % p["decompose"]["groups"]:
-            print(f"basisn: params: sweep.n_basis value {n_basis} is not allowed with decompose", file=sys.stderr)
-            return 2
-    dense, _ = load_model(_require(Path(args.dense), "train"))
     loaders = _loaders(p, subset=sweep["finetune_subset"])
     rows = []
     grid = [(n, b) for n in sweep["n_basis"] for b in sweep["coef_bits"]]

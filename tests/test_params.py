@@ -50,6 +50,14 @@ def test_profile_overrides_only_what_it_names():
         (lambda r: r["profiles"].update(bad={"finetune": {"kd_alpha": 2}}), "profiles.bad.finetune.kd_alpha=2"),
         (lambda r: r["train"].pop("lr"), "missing key train.lr"),
         (lambda r: r["model"].update(name=True), "model.name=True"),
+        (lambda r: r["train"].update(warmup_epochs=9), "train.warmup_epochs=9 exceeds train.epochs=8"),
+        (lambda r: r["finetune"].update(lr=float("inf")), "finetune.lr=inf"),
+        (lambda r: r["finetune"].update(kd_temperature=float("nan")), "finetune.kd_temperature=nan"),
+        (lambda r: r.update(seed=2**70), "seed=1180591620717411303424"),
+        (lambda r: r["data"].update(subset=60001), "data.subset=60001 is not allowed for fashion_mnist"),
+        (lambda r: r["data"].update(test_subset=9), "data.test_subset=9 is not allowed for fashion_mnist"),
+        (lambda r: r["decompose"].update(segment_len=100000), "decompose.segment_len=100000"),
+        (lambda r: r["sweep"].update(n_basis=[256]), "sweep.n_basis contains 256"),
     ],
 )
 def test_bad_params_give_one_line_naming_the_problem(tmp_path, edit, message):

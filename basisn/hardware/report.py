@@ -1,6 +1,7 @@
 """`basisn hw-eval`: the cost model on the paper's networks (and the pipeline's model), written for notebooks.
 
-Reads the `hardware:` block of params.yaml, validates all of it before writing anything, evaluates every network
+Reads the `hardware:` block of params.yaml (with the selected profile's `hardware:` override merged in),
+validates all of it and that `--out` is writable before any work, evaluates every network
 for every scheme at every crossbar count, the one-at-a-time sensitivity sweeps, and writes JSON + CSV into a
 temporary directory that replaces `--out` only when everything succeeded. File schemas: docs/hardware.md.
 """
@@ -8,6 +9,7 @@ temporary directory that replaces `--out` only when everything succeeded. File s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -17,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from basisn.atomic import atomic_directory
+from basisn.atomic import atomic_directory, output_lock
 from basisn.hardware.config import FIELD_NAMES, PRESETS, BasisSpec, HardwareConfig, preset
 from basisn.hardware.cost import SCHEMES, evaluate, min_crossbars, ratios, sweep, total_tiles
 from basisn.hardware.networks import PAPER_NETWORKS, PaperNetwork, paper_shapes
@@ -50,12 +52,15 @@ class HwParamsError(ValueError):
 # ----------------------------------------------------------------------------------------------------------------
 # params.yaml `hardware:` block.
 # ----------------------------------------------------------------------------------------------------------------
+MAX_COUNT = 2**20  # crossbars, batch, sweep values: far beyond any chip; crossbars: [10**18] raised OverflowError
+
+
 def _positive_ints(key: str, value: Any, allow_empty: bool = False) -> list[int]:
     if not isinstance(value, list) or (not value and not allow_empty):
         raise HwParamsError(f"params: hardware.{key}={value!r} is not allowed; use a non-empty list of integers >= 1")
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise HwParamsError(f"params: hardware.{key} contains {v!r}; allowed: integers >= 1")
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_COUNT:
+            raise HwParamsError(f"params: hardware.{key} contains {v!r}; allowed: integers in [1, {MAX_COUNT}]")
     if len(set(value)) != len(value):
         raise HwParamsError(f"params: hardware.{key}={value!r} has duplicates; list each value once")
     return list(value)
@@ -98,8 +103,8 @@ def resolve_block(block: Any) -> tuple[dict[str, Any], HardwareConfig, BasisSpec
     crossbars = _positive_ints("crossbars", p["crossbars"])
     _positive_ints("report_crossbars", p["report_crossbars"])
     batch = p["batch"]
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise HwParamsError(f"params: hardware.batch={batch!r} is not allowed; use an integer >= 1")
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_COUNT:
+        raise HwParamsError(f"params: hardware.batch={batch!r} is not allowed; use an integer in [1, {MAX_COUNT}]")
     if not isinstance(p["basis"], dict):
         raise HwParamsError(f"params: hardware.basis={p['basis']!r} is not allowed; use a mapping")
     bad = sorted(set(p["basis"]) - {"n_basis", "segment_len", "groups"})
@@ -135,18 +140,16 @@ def resolve_block(block: Any) -> tuple[dict[str, Any], HardwareConfig, BasisSpec
     return p, config, basis
 
 
-def load_block(path: Path) -> Any:
-    import yaml
+def load_block(path: Path, profile: str | None = None) -> Any:
+    """The `hardware:` block with the selected profile's `hardware:` override merged in (basisn.params)."""
+    from basisn.params import ParamsError, profile_block
 
     if not path.is_file():
         raise HwParamsError(f"params: file {str(path)!r} does not exist; pass --params PATH")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise HwParamsError(f"params: {path} is not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise HwParamsError(f"params: {path} must hold a mapping with a `hardware:` block")
-    return data.get("hardware", {})
+        return profile_block(path, "hardware", profile)
+    except ParamsError as error:
+        raise HwParamsError(str(error)) from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -290,13 +293,17 @@ def hw_eval_main(argv: list[str]) -> int:
         "the paper's networks (and the pipeline's model); writes JSON + CSV (schemas in docs/hardware.md).",
     )
     parser.add_argument("--params", default="params.yaml", help="params file with a `hardware:` block")
+    parser.add_argument("--profile", default=None, help="profile (default: `profile:` in the params file)")
     parser.add_argument("--out", default="outputs/hardware", help="output directory (replaced atomically)")
     parser.add_argument("--model-shapes", default=None, help="JSON written by basisn.hardware.save_shapes")
     parser.add_argument("--model-name", default="pipeline_model", help="network name of --model-shapes rows")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    writer = contextlib.ExitStack()
     try:
-        p, config, basis = resolve_block(load_block(Path(args.params)))
+        p, config, basis = resolve_block(load_block(Path(args.params), args.profile))
+        # before any work: --out writable and no other run writing it (one line naming that run), held to the end
+        writer.enter_context(output_lock(Path(args.out)))
         networks: dict[str, NetworkShapes] = {}
         if args.model_shapes is not None:
             if args.model_name in p["networks"]:
@@ -308,9 +315,11 @@ def hw_eval_main(argv: list[str]) -> int:
         networks = {name: paper_shapes(name) for name in p["networks"]} | networks
         result = run(p, config, basis, networks)
     except ValueError as error:
+        writer.close()
         print(f"hw-eval: {error}", file=sys.stderr)
         return 2
-    files = write_outputs(Path(args.out), result)
+    with writer:
+        files = write_outputs(Path(args.out), result)
     seconds = time.perf_counter() - started
     print(
         f"hw-eval: preset {p['preset']!r} (N_wv={config.verify_iters}, {config.row_program_cycles} cycles per row "

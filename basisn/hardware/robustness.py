@@ -390,13 +390,26 @@ def robustness_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from basisn import params as params_module
+    from basisn.atomic import OutputError, check_writable, output_lock
+    from basisn.checkpoints import ModelFileError
+    from basisn.data import DataError
 
     try:
         params = params_module.load(args.params, args.profile)
         settings = parse_settings(params.get("robustness"))
-    except ValueError as error:  # ParamsError and RobustnessParamsError
+        check_writable(Path(args.out))  # before minutes of simulation, not after
+    except ValueError as error:  # ParamsError, RobustnessParamsError, OutputError
         print(f"basisn: {error}", file=sys.stderr)
         return 2
+    try:
+        with output_lock(Path(args.out)):  # one writer of --out at a time; a second run stops here
+            return _robustness_run(args, params, settings)
+    except (OutputError, ModelFileError, DataError) as error:  # held by another run; bad model file; no data
+        print(f"basisn: {error}", file=sys.stderr)
+        return 2
+
+
+def _robustness_run(args: argparse.Namespace, params: dict, settings: Settings) -> int:
     paths = {"dense": Path(args.dense), "basisn": Path(args.basisn)}
     for mapping in settings["mappings"]:
         if not paths[mapping].is_file():
@@ -408,7 +421,7 @@ def robustness_main(argv: list[str]) -> int:
 
     from basisn.atomic import atomic_directory, atomic_write_json
     from basisn.checkpoints import load_model
-    from basisn.data import build_loaders
+    from basisn.data import build_loaders, check_dataset_files
     from basisn.hardware.shapes import layer_shapes
 
     models, metas = {}, {}
@@ -422,6 +435,7 @@ def robustness_main(argv: list[str]) -> int:
         print(f"basisn: the model files were trained on different datasets: {sorted(datasets)}", file=sys.stderr)
         return 2
     dataset = datasets.pop()
+    check_dataset_files(dataset, args.data_root)
     loaders = build_loaders(
         dataset,
         args.data_root,
