@@ -30,8 +30,8 @@
 
 # %% tags=["parameters"]
 out_dir = "paper_figures"
-accuracy_files = ["tests/fixtures/pipeline/evaluate/metrics.json"]
-per_class_file = "tests/fixtures/pipeline/evaluate/per_class.csv"
+accuracy_files = ["outputs/evaluate/metrics.json"]
+per_class_file = "outputs/evaluate/per_class.csv"
 params_file = "params.yaml"
 
 # %%
@@ -44,8 +44,11 @@ import yaml
 from IPython.display import Markdown, display
 
 from basisn.figures import save_figure, save_table, set_style, show
+from basisn.notebooks import at_repo_root, require
 from basisn.params import resolve
 
+at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
+require(*([accuracy_files] if isinstance(accuracy_files, str) else accuracy_files), per_class_file, params_file)
 set_style()
 if isinstance(accuracy_files, str):  # `-p accuracy_files=path` gives one path
     accuracy_files = [accuracy_files]

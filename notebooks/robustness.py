@@ -35,7 +35,7 @@
 
 # %% tags=["parameters"]
 out_dir = "paper_figures"
-robustness_dir = "tests/fixtures/robustness"
+robustness_dir = "outputs/robustness"
 cost_sweep = "verify_iters"
 
 # %%
@@ -47,7 +47,10 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from basisn.figures import SCHEME_COLORS, save_figure, save_table, set_style, show
+from basisn.notebooks import at_repo_root, require
 
+at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
+require(*(f"{robustness_dir}/{name}" for name in ("robustness.json", "summary.csv", "robustness.csv")))
 set_style()
 source = Path(robustness_dir)
 facts = json.loads((source / "robustness.json").read_text())

@@ -32,10 +32,10 @@
 
 # %% tags=["parameters"]
 out_dir = "paper_figures"
-sweep_results = "tests/fixtures/pipeline/sweep/results.csv"
-sweep_params = "tests/fixtures/pipeline/sweep/params.json"
-evaluate_metrics = "tests/fixtures/pipeline/evaluate/metrics.json"
-hardware_dir = "tests/fixtures/hardware"
+sweep_results = "outputs/sweep/results.csv"
+sweep_params = "outputs/sweep/params.json"
+evaluate_metrics = "outputs/evaluate/metrics.json"
+hardware_dir = "outputs/hardware"
 crossbars = None
 model_network = "pipeline_model"
 
@@ -49,7 +49,17 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from basisn.figures import order_networks, save_figure, save_table, set_style, show
+from basisn.notebooks import at_repo_root, require
 
+at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
+require(
+    sweep_results,
+    sweep_params,
+    evaluate_metrics,
+    f"{hardware_dir}/hw_eval.json",
+    f"{hardware_dir}/sweep.csv",
+    f"{hardware_dir}/sweep_ratios.csv",
+)
 set_style()
 hw_path = Path(hardware_dir)
 hw = json.loads((hw_path / "hw_eval.json").read_text())
