@@ -93,3 +93,14 @@ def test_nothing_in_the_repository_points_at_a_design_file_outside_it():
         ROOT / "jupyter" / "README.md",
     ):
         assert "DESIGN.md" not in path.read_text() and "/work/" not in path.read_text(), path
+
+
+def test_every_stage_depends_on_the_whole_package_and_dvc_ignores_bytecode():
+    """No code change can leave results DVC calls up to date: each `basisn ...` stage depends on basisn/ itself."""
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        if stage["cmd"].startswith("basisn "):
+            assert "basisn" in stage["deps"], f"stage {name} must depend on the whole basisn/ package"
+            assert not [d for d in stage["deps"] if d.startswith("basisn/")], f"{name}: single files are redundant"
+    bytecode = "basisn/__pycache__/cli.cpython-311.pyc"
+    ignored = subprocess.run(["dvc", "check-ignore", bytecode], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.returncode == 0, f".dvcignore must drop {bytecode} from the `basisn` dependency's hash"
