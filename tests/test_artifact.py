@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -102,5 +103,7 @@ def test_every_stage_depends_on_the_whole_package_and_dvc_ignores_bytecode():
             assert "basisn" in stage["deps"], f"stage {name} must depend on the whole basisn/ package"
             assert not [d for d in stage["deps"] if d.startswith("basisn/")], f"{name}: single files are redundant"
     bytecode = "basisn/__pycache__/cli.cpython-311.pyc"
-    ignored = subprocess.run(["dvc", "check-ignore", bytecode], cwd=ROOT, capture_output=True, text=True)
+    ignored = subprocess.run(
+        [sys.executable, "-m", "dvc", "check-ignore", bytecode], cwd=ROOT, capture_output=True, text=True
+    )
     assert ignored.returncode == 0, f".dvcignore must drop {bytecode} from the `basisn` dependency's hash"
