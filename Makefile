@@ -1,5 +1,5 @@
 # Two commands for a fresh machine (see README.md):
-#   make repro   environment + data + the whole DVC pipeline (dvc repro) + the metrics
+#   make repro   environment + data + the whole DVC pipeline (dvc repro) + a short summary (basisn summary)
 #   make test    environment + the test suite (slow end-to-end tests run their smoke profile)
 # Everything runs inside .venv, created here from pyproject.toml (same pins as environment.yml).
 
@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# JupyterLab settings shipped in jupyter/ (see jupyter/README.md), installed into the venv, not the user's home
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+SERVER_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.d/basisn.json
 FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
 FASHION_MNIST_URL := http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/
 PYTEST_ARGS ?=
@@ -16,13 +19,13 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: help venv data repro test test-full lint lab clean-venv
 
 help:
-	@echo "make repro      create .venv, fetch Fashion-MNIST, run the DVC pipeline (dvc repro), show metrics"
+	@echo "make repro      create .venv, fetch Fashion-MNIST, run the DVC pipeline (dvc repro), print a summary"
 	@echo "make test       create/reuse .venv and run the test suite (smoke profile of slow tests)"
 	@echo "make test-full  the same with the slow end-to-end tests at full size"
 	@echo "make lint       ruff check + format check"
-	@echo "make lab        open JupyterLab on notebooks/"
+	@echo "make lab        open JupyterLab on the repository (notebooks/*.py open as notebooks)"
 
-venv: $(STAMP)
+venv: $(STAMP) $(LAB_SETTINGS) $(SERVER_CONFIG)
 
 # Re-install when the pins change. The kernel is installed into the venv (--sys-prefix) under the name the
 # DVC notebook stages pass to papermill (-k basisn), so nothing outside .venv is touched.
@@ -32,6 +35,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name basisn --display-name "Python (basisn)" >/dev/null
 	touch $(STAMP)
+
+$(LAB_SETTINGS): jupyter/lab/settings/overrides.json $(STAMP)
+	install -D -m 644 $< $@
+
+$(SERVER_CONFIG): jupyter/jupyter_server_config.json $(STAMP)
+	install -D -m 644 $< $@
 
 # Fashion-MNIST: a mirror (BASISN_DATA_MIRROR), else Debian's dataset-fashion-mnist (installed here when apt-get
 # exists and the files are missing), else torchvision's download. `basisn data fetch` verifies every MD5.
@@ -48,14 +57,14 @@ data: $(STAMP)
 
 repro: data
 	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	$(BIN)/basisn summary
 
 # The end-to-end tests need Fashion-MNIST in data/raw; without any source they are skipped (with the reason).
-test: $(STAMP)
+test: venv
 	@$(MAKE) --no-print-directory data || echo "make test: no Fashion-MNIST source; the end-to-end tests will be skipped"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-full: $(STAMP)
+test-full: venv
 	@$(MAKE) --no-print-directory data
 	BASISN_FULL_TESTS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -63,8 +72,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+# The repository root, so that notebooks/, outputs/ and paper_figures/ are all in the file browser.
+lab: venv
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean-venv:
 	rm -rf $(VENV)

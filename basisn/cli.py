@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "notebook": ("basisn.notebooks", "notebook_main", "execute a notebook (jupytext + papermill) into paper_figures"),
     "hw-eval": ("basisn.hardware.report", "hw_eval_main", "cost model: cycles, energy, EDP of every scheme"),
     "robustness": ("basisn.hardware.robustness", "robustness_main", "accuracy under analog crossbar non-idealities"),
+    "summary": ("basisn.summary", "summary_main", "after make repro: accuracy, headline ratios, where the files are"),
 }
 
 

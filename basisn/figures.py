@@ -85,3 +85,18 @@ def order_networks(hw: dict, present: Iterable[str]) -> tuple[list[str], list[st
     present = set(present)
     paper = [name for name in hw["params"]["networks"] if name in present]
     return paper, paper + sorted(present - set(paper))
+
+
+def network_style(name: str) -> tuple[str, str]:
+    """(architecture, dataset) of a cost-model network name, for hue = architecture and line style = dataset.
+
+    Names are `<arch>` (ImageNet, 224x224), `cifar_<arch>` (CIFAR-100, 32x32), anything else is the pipeline's own.
+    """
+    if name.startswith("cifar_"):
+        return name.removeprefix("cifar_"), "CIFAR-100"
+    if name.startswith(("resnet", "densenet", "vgg", "mobilenet")):
+        return name, "ImageNet"
+    return name, "ours"
+
+
+DATASET_DASHES = {"ImageNet": "", "CIFAR-100": (4, 2), "ours": (1, 1.5)}  # seaborn `dashes`: solid, dashed, dotted

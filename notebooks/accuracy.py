@@ -30,8 +30,8 @@
 
 # %% tags=["parameters"]
 out_dir = "paper_figures"
-accuracy_files = ["tests/fixtures/pipeline/evaluate/metrics.json"]
-per_class_file = "tests/fixtures/pipeline/evaluate/per_class.csv"
+accuracy_files = ["outputs/evaluate/metrics.json"]
+per_class_file = "outputs/evaluate/per_class.csv"
 params_file = "params.yaml"
 
 # %%
@@ -44,8 +44,11 @@ import yaml
 from IPython.display import Markdown, display
 
 from basisn.figures import save_figure, save_table, set_style, show
+from basisn.notebooks import at_repo_root, require
 from basisn.params import resolve
 
+at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
+require(*([accuracy_files] if isinstance(accuracy_files, str) else accuracy_files), per_class_file, params_file)
 set_style()
 if isinstance(accuracy_files, str):  # `-p accuracy_files=path` gives one path
     accuracy_files = [accuracy_files]
@@ -171,7 +174,7 @@ display(cost)
 
 # %%
 done = table[table["status"] == "run"]
-fig, ax = plt.subplots(figsize=(max(3.5, 1.6 * len(done) + 2), 3.2))
+fig, ax = plt.subplots(figsize=(max(4.5, 1.8 * len(done) + 2.5), 3.4))
 labels = {
     "dense_accuracy": "dense",
     "decomposed_accuracy": "decomposed (before fine-tune)",
@@ -179,13 +182,25 @@ labels = {
 }
 width = 0.8 / len(labels)
 for i, (key, label) in enumerate(labels.items()):
-    ax.bar([x + (i - 1) * width for x in range(len(done))], done[key], width=width, label=label)
-ax.set_xticks(range(len(done)), [f"{r.profile}\n{r.dataset}, {r.model}" for r in done.itertuples()])
+    bars = ax.bar([x + (i - 1) * width for x in range(len(done))], done[key], width=width, label=label)
+    # the value on every bar: differences of a fraction of a point are invisible on any accuracy axis
+    ax.bar_label(bars, labels=[f"{100 * v:.2f}%" for v in done[key]], fontsize=6, padding=2)
+ax.set_xticks(
+    range(len(done)),
+    [
+        f"{r.profile}\n{r.dataset}, {r.model}\nBasisN {r.basisn_minus_dense_pp:+.2f} pp vs dense"
+        for r in done.itertuples()
+    ],
+)
 if done.empty:
     ax.text(0.5, 0.5, "no profile has been run", ha="center", va="center", transform=ax.transAxes)
-ax.set_ylim(0, 1)
-ax.set_ylabel("test accuracy")
-ax.legend(fontsize=7, loc="lower right")
+    ax.set_ylim(0, 1)
+else:  # zoomed on the values (not 0-1), with room for the labels; the axis does not start at zero
+    values = done[list(labels)].to_numpy().ravel()
+    span = max(values.max() - values.min(), 0.01)
+    ax.set_ylim(max(0.0, values.min() - 0.6 * span), min(1.0, values.max() + 0.4 * span) + 0.02)
+ax.set_ylabel("test accuracy (axis zoomed)")
+ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=len(labels))
 show(save_figure(fig, out_dir, "accuracy_profiles"))
 plt.close(fig)
 
@@ -201,7 +216,7 @@ ax.set_xticks(range(len(per_class)), per_class["class"], rotation=30, ha="right"
 ax.set_ylim(0, 1)
 ax.set_ylabel("per-class test accuracy")
 ax.set_title(title)
-ax.legend(fontsize=7)
+ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=len(models))  # below: covers no bar
 show(save_figure(fig, out_dir, "accuracy_per_class"))
 plt.close(fig)
 

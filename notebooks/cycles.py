@@ -29,7 +29,7 @@
 
 # %% tags=["parameters"]
 out_dir = "paper_figures"
-hardware_dir = "tests/fixtures/hardware"
+hardware_dir = "outputs/hardware"
 
 # %%
 import json
@@ -42,7 +42,10 @@ from IPython.display import Markdown, display
 from matplotlib.ticker import FuncFormatter
 
 from basisn.figures import SCHEME_COLORS, load_hw_eval, order_networks, save_figure, save_table, set_style, show
+from basisn.notebooks import at_repo_root, require
 
+at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
+require(*(f"{hardware_dir}/{name}" for name in ("hw_eval.json", "summary.csv")))
 set_style()
 print("notebook parameters:", json.dumps({"hardware_dir": hardware_dir}))
 hw_path = Path(hardware_dir)

@@ -28,7 +28,7 @@
 
 # %% tags=["parameters"]
 out_dir = "paper_figures"
-hardware_dir = "tests/fixtures/hardware"
+hardware_dir = "outputs/hardware"
 crossbars = None
 
 # %%
@@ -42,7 +42,10 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from basisn.figures import load_hw_eval, order_networks, save_figure, save_table, set_style, show
+from basisn.notebooks import at_repo_root, require
 
+at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
+require(*(f"{hardware_dir}/{name}" for name in ("hw_eval.json", "summary.csv")))
 set_style()
 hw_path = Path(hardware_dir)
 hw = load_hw_eval(hw_path)

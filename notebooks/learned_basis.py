@@ -28,10 +28,10 @@
 
 # %% tags=["parameters"]
 out_dir = "paper_figures"
-basis_file = "tests/fixtures/pipeline/evaluate/basis.csv"
-coefficients_file = "tests/fixtures/pipeline/evaluate/coefficients.csv"
-decompose_report = "tests/fixtures/pipeline/decompose/report.csv"
-decompose_metrics = "tests/fixtures/pipeline/decompose/metrics.json"
+basis_file = "outputs/evaluate/basis.csv"
+coefficients_file = "outputs/evaluate/coefficients.csv"
+decompose_report = "outputs/decompose/report.csv"
+decompose_metrics = "outputs/decompose/metrics.json"
 max_vectors = 16
 
 # %%
@@ -44,7 +44,10 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from basisn.figures import save_figure, save_table, set_style, show
+from basisn.notebooks import at_repo_root, require
 
+at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
+require(basis_file, coefficients_file, decompose_report, decompose_metrics)
 set_style()
 mine = dict(
     basis_file=basis_file,

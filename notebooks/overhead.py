@@ -28,7 +28,7 @@
 
 # %% tags=["parameters"]
 out_dir = "paper_figures"
-hardware_dir = "tests/fixtures/hardware"
+hardware_dir = "outputs/hardware"
 
 # %%
 import json
@@ -39,8 +39,20 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from basisn.figures import load_hw_eval, order_networks, save_figure, save_table, set_style, show
+from basisn.figures import (
+    DATASET_DASHES,
+    load_hw_eval,
+    network_style,
+    order_networks,
+    save_figure,
+    save_table,
+    set_style,
+    show,
+)
+from basisn.notebooks import at_repo_root, require
 
+at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
+require(*(f"{hardware_dir}/{name}" for name in ("hw_eval.json", "summary.csv", "layers.csv", "sweep.csv")))
 set_style()
 print("notebook parameters:", json.dumps({"hardware_dir": hardware_dir}))
 hw_path = Path(hardware_dir)
@@ -134,7 +146,7 @@ by_batch = by_batch.assign(write_energy_share=by_batch["energy_write_j"] / by_ba
 print("write energy share vs batch (reprogram):")
 display(by_batch.pivot_table(index="network", columns="batch", values="write_energy_share").loc[networks])
 
-fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.2))
+fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2))
 bars = share.assign(N="N = " + share["n_crossbars"].astype(str))
 sns.barplot(data=bars, x="network", y="write_time_share", hue="N", order=networks, palette="Blues", ax=axes[0])
 axes[0].set_ylim(0, 1)
@@ -144,15 +156,31 @@ axes[0].tick_params(axis="x", rotation=30)
 for label in axes[0].get_xticklabels():
     label.set_horizontalalignment("right")
 axes[0].legend(title="", fontsize=7)
+# networks: hue = architecture, line style = dataset (one hue per network made near-identical colours)
+by_batch = by_batch.assign(
+    architecture=by_batch["network"].map(lambda n: network_style(n)[0]),
+    dataset=by_batch["network"].map(lambda n: network_style(n)[1]),
+)
 sns.lineplot(
-    data=by_batch, x="batch", y="write_energy_share", hue="network", hue_order=networks, marker="o", ax=axes[1]
+    data=by_batch,
+    x="batch",
+    y="write_energy_share",
+    hue="architecture",
+    hue_order=list(dict.fromkeys(network_style(n)[0] for n in networks)),
+    style="dataset",
+    style_order=[d for d in DATASET_DASHES if d in set(by_batch["dataset"])],
+    dashes=DATASET_DASHES,
+    units="network",
+    estimator=None,
+    marker="o",
+    ax=axes[1],
 )
 axes[1].set_xscale("log", base=2)
 axes[1].set_xticks(sorted(by_batch["batch"].unique()), [str(b) for b in sorted(by_batch["batch"].unique())])
 axes[1].set_ylim(0, 1)
 axes[1].set_xlabel("batch size")
 axes[1].set_ylabel("share of inference energy writing")
-axes[1].legend(title="", fontsize=7)
+axes[1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: it covers no line
 row_write = hw["derived"]["row_program_cycles"]
 fig.suptitle(f"reprogram scheme; batch {hw['params']['batch']} (left); {row_write} cycles per row write")
 fig.tight_layout()

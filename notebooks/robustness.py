@@ -35,7 +35,7 @@
 
 # %% tags=["parameters"]
 out_dir = "paper_figures"
-robustness_dir = "tests/fixtures/robustness"
+robustness_dir = "outputs/robustness"
 cost_sweep = "verify_iters"
 
 # %%
@@ -47,7 +47,10 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from basisn.figures import SCHEME_COLORS, save_figure, save_table, set_style, show
+from basisn.notebooks import at_repo_root, require
 
+at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
+require(*(f"{robustness_dir}/{name}" for name in ("robustness.json", "summary.csv", "robustness.csv")))
 set_style()
 source = Path(robustness_dir)
 facts = json.loads((source / "robustness.json").read_text())
@@ -65,6 +68,7 @@ print(
 print("digital accuracy on the same images:", facts["digital_accuracy"])
 
 MAPPING_LABEL = {"dense": "dense weights, reprogrammed", "basisn": "BasisN, basis written once"}
+ONE_TIME_LABEL = "BasisN, first inference incl. the one-time basis write"
 MAPPING_COLOR = {"dense": SCHEME_COLORS["reprogram"], "basisn": SCHEME_COLORS["basisn"]}
 SWEEP_AXIS = {
     "variation": ("spread of one write, sigma_write (x (G_on - G_off)), unverified", "linear"),
@@ -77,8 +81,10 @@ sweeps = list(dict.fromkeys(summary["sweep"]))
 # %% [markdown]
 # ## Accuracy against each non-ideality
 #
-# One panel per sweep; points are the mean over seeds, whiskers one standard deviation (zero where the run has no
-# randomness: exact devices and no read noise). Dashed lines: each model's digital accuracy on the same images.
+# One panel per sweep; points are the mean over the seeds (`seeds` of the stage settings) on the stage's fixed test
+# subset, bars one standard deviation over those seeds (none where the run has no randomness: exact devices and no
+# read noise). Dashed lines: each model's digital accuracy on the same images. The caption above the panels repeats
+# the number of images and the seeds; the legend sits below the panels so that it hides no point.
 
 # %%
 fig, axes = plt.subplots(1, len(sweeps), figsize=(4.2 * len(sweeps), 3.4), squeeze=False)
@@ -102,8 +108,14 @@ for ax, sweep in zip(axes[0], sweeps):
     ax.set_xlabel(label)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(sweep)
-axes[0][0].legend(loc="lower left", fontsize=8)
-fig.tight_layout()
+handles, labels = axes[0][0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, -0.02))
+fig.suptitle(
+    f"{facts['test_images']} test images, seeds {facts['settings']['seeds']}: points = mean over seeds, "
+    "bars = \u00b11 std over seeds (none where the run is deterministic), dashed = digital accuracy",
+    fontsize=8,
+)
+fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend below the panels, where it hides no point
 show(save_figure(fig, out_dir, "robustness_sweeps"))
 plt.close(fig)
 
@@ -129,7 +141,9 @@ display(Markdown(table.to_markdown(index=False, floatfmt=".4g")))
 #
 # Rows of the `cost_sweep` sweep: cycles per inference from the cost model (`reprogram` scheme for the dense
 # weights, whose N_wv is paid on every round; `basisn` scheme, whose per-inference cycles do not depend on N_wv
-# because the basis is written once: its one-time write is in the table) against test accuracy. Labels: N_wv.
+# because the basis is written once) against test accuracy. Hollow circles (dotted from the filled ones): BasisN's
+# first inference including the one-time write of the basis (`program_once_cycles`), which every later inference
+# is spared. Labels: N_wv (alternating sides where points are close).
 
 # %%
 part = summary[summary["sweep"] == cost_sweep].copy()
@@ -148,21 +162,33 @@ for mapping in mappings:
         color=MAPPING_COLOR[mapping],
         label=MAPPING_LABEL[mapping],
     )
-    for _, row in line.iterrows():
+    # labels N_wv: neighbours in accuracy alternate their offsets, so close points (e.g. N_wv 30 and 100) never
+    # overprint; BasisN's labels go left of its points (the one-time-write markers are on their right)
+    by_accuracy = line.sort_values("accuracy_mean").reset_index(drop=True)
+    for rank, row in by_accuracy.iterrows():
+        side = -1 if mapping == "basisn" or rank % 2 else 1
         ax.annotate(
             f"{int(row['verify_iters'])}",
             (row["cycles"], 100 * row["accuracy_mean"]),
             textcoords="offset points",
-            xytext=(5, -10 if mapping == "dense" else 4),
+            xytext=(7 * side, 4 if rank % 2 else -9),
+            ha="left" if side > 0 else "right",
             fontsize=7,
             color=MAPPING_COLOR[mapping],
         )
+    if mapping == "basisn" and (line["program_once_cycles"] > 0).any():
+        # the basis' one-time write, charged to the first inference: where BasisN would sit without amortising it
+        first = line["cycles"] + line["program_once_cycles"]
+        ax.scatter(first, 100 * line["accuracy_mean"], marker="o", facecolors="none", edgecolors=MAPPING_COLOR[mapping])
+        for x0, x1, y in zip(line["cycles"], first, 100 * line["accuracy_mean"]):
+            ax.plot([x0, x1], [y, y], ls=":", lw=0.8, color=MAPPING_COLOR[mapping])
+        ax.scatter([], [], marker="o", facecolors="none", edgecolors=MAPPING_COLOR[mapping], label=ONE_TIME_LABEL)
     ax.axhline(100 * facts["digital_accuracy"][mapping], ls="--", lw=1, color=MAPPING_COLOR[mapping])
 ax.set_xscale("log")
 ax.set_xlabel(f"cycles per inference (N = {facts['cost_model']['crossbars']} crossbars, cost model)")
 ax.set_ylabel("test accuracy (%)")
 ax.set_title("write-verify iterations: cycles vs. accuracy")
-ax.legend(loc="lower right", fontsize=8)
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=7)
 fig.tight_layout()
 show(save_figure(fig, out_dir, "robustness_cost_accuracy"))
 plt.close(fig)
@@ -182,3 +208,50 @@ cost = part[
 ].reset_index(drop=True)
 save_table(cost, out_dir, "robustness_cost_accuracy")
 display(Markdown(cost.to_markdown(index=False, floatfmt=".4g")))
+
+# %% [markdown]
+# ## What we measured
+#
+# Computed from the tables above: the largest accuracy loss of each mapping against its digital accuracy in each
+# sweep, and along `cost_sweep` the fewest verify iterations with which each mapping comes within `within_pp` of
+# its digital accuracy, with the cycles per inference that costs.
+
+# %%
+within_pp = 2.0
+lines = []
+for sweep in sweeps:
+    part_s = summary[summary["sweep"] == sweep]
+    worst = part_s.loc[part_s.groupby("mapping")["accuracy_drop_pp"].idxmax()]
+    lines.append(
+        f"- `{sweep}`: largest loss against digital "
+        + "; ".join(
+            f"{MAPPING_LABEL[r.mapping]} {r.accuracy_drop_pp:.1f} pp at {r.value:g}"
+            for r in worst.set_index("mapping").loc[mappings].reset_index().itertuples()
+        )
+        + "."
+    )
+for mapping in mappings:
+    line = part[part["mapping"] == mapping].sort_values("verify_iters")
+    good = line[line["accuracy_drop_pp"] <= within_pp]
+    best = line.loc[line["accuracy_mean"].idxmax()]
+    if good.empty:
+        lines.append(
+            f"- {MAPPING_LABEL[mapping]}: no N_wv of `{cost_sweep}` comes within {within_pp:g} pp of digital "
+            f"(best {100 * best['accuracy_mean']:.1f}% at N_wv = {int(best['verify_iters'])})."
+        )
+    else:
+        first_good = good.iloc[0]
+        lines.append(
+            f"- {MAPPING_LABEL[mapping]}: within {within_pp:g} pp of digital from "
+            f"N_wv = {int(first_good['verify_iters'])}, "
+            f"at {first_good['cycles']:.4g} cycles per inference"
+            + (f" (+{first_good['program_once_cycles']:.4g} once)" if first_good["program_once_cycles"] > 0 else "")
+            + "."
+        )
+lines.append(
+    "- The abstract makes no claim about analog errors; these are our measurements on the stage's test subset "
+    f"({facts['test_images']} images), not a reproduction."
+)
+text = "\n".join(lines)
+print(text)
+display(Markdown(text))

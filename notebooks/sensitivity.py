@@ -32,10 +32,10 @@
 
 # %% tags=["parameters"]
 out_dir = "paper_figures"
-sweep_results = "tests/fixtures/pipeline/sweep/results.csv"
-sweep_params = "tests/fixtures/pipeline/sweep/params.json"
-evaluate_metrics = "tests/fixtures/pipeline/evaluate/metrics.json"
-hardware_dir = "tests/fixtures/hardware"
+sweep_results = "outputs/sweep/results.csv"
+sweep_params = "outputs/sweep/params.json"
+evaluate_metrics = "outputs/evaluate/metrics.json"
+hardware_dir = "outputs/hardware"
 crossbars = None
 model_network = "pipeline_model"
 
@@ -47,9 +47,20 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
+from matplotlib.lines import Line2D
 
-from basisn.figures import order_networks, save_figure, save_table, set_style, show
+from basisn.figures import DATASET_DASHES, network_style, order_networks, save_figure, save_table, set_style, show
+from basisn.notebooks import at_repo_root, require
 
+at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
+require(
+    sweep_results,
+    sweep_params,
+    evaluate_metrics,
+    f"{hardware_dir}/hw_eval.json",
+    f"{hardware_dir}/sweep.csv",
+    f"{hardware_dir}/sweep_ratios.csv",
+)
 set_style()
 hw_path = Path(hardware_dir)
 hw = json.loads((hw_path / "hw_eval.json").read_text())
@@ -107,7 +118,7 @@ table["dense_accuracy"] = metrics["dense_accuracy"]
 save_table(table, out_dir, "sensitivity_accuracy")
 display(table)
 
-fig, axes = plt.subplots(1, 3, figsize=(9.0, 3.0))
+fig, axes = plt.subplots(1, 3, figsize=(10.0, 3.2))
 plot = table.assign(bits=table["coef_bits"].astype(str) + "-bit")
 hue_order = [f"{b}-bit" for b in sorted(table["coef_bits"].unique())]
 sns.lineplot(data=plot, x="n_basis", y="decomposed_accuracy", hue="bits", hue_order=hue_order, marker="o", ax=axes[0])
@@ -125,7 +136,7 @@ if finetuned:
     )
 axes[0].axhline(metrics["dense_accuracy"], color="black", linewidth=0.8, linestyle=":")
 axes[0].set_ylabel("test accuracy")
-axes[0].set_title("solid: decomposed" + (", dashed: fine-tuned" if finetuned else "") + ", dotted: dense", fontsize=7)
+axes[0].set_title("accuracy", fontsize=8)
 sns.lineplot(data=plot, x="n_basis", y="rel_error_mean", hue="bits", hue_order=hue_order, marker="o", ax=axes[1])
 sns.lineplot(
     data=plot,
@@ -139,7 +150,7 @@ sns.lineplot(
     ax=axes[1],
 )
 axes[1].set_ylabel("relative reconstruction error")
-axes[1].set_title("solid: mean over layers, dashed: weighted by weights", fontsize=7)
+axes[1].set_title("reconstruction error", fontsize=8)
 cycles_plot = own.sort_values("n_basis")
 axes[2].plot(cycles_plot["n_basis"], cycles_plot["basisn_cycles"], marker="o", color="#55a868")
 axes[2].set_ylabel("BasisN cycles per inference")
@@ -149,10 +160,20 @@ for ax in axes:
     ticks = sorted(table["n_basis"].unique())
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set_xlabel("basis vectors n")
+# one legend that matches what is drawn: colour = coefficient bits, line style + marker = which curve
+palette = dict(zip(hue_order, sns.color_palette(n_colors=len(hue_order))))
 for ax in axes[:2]:
-    ax.legend(title="coefficients", fontsize=6, title_fontsize=6)
+    if ax.get_legend():
+        ax.get_legend().remove()
+entries = [Line2D([], [], color=palette[b], lw=2, label=f"{b} coefficients") for b in hue_order]
+entries += [
+    Line2D([], [], color="grey", marker="o", ls="-", label="decomposed / mean over layers"),
+    Line2D([], [], color="grey", marker="s", ls="--", label="fine-tuned / weighted by weights"),
+    Line2D([], [], color="black", ls=":", lw=0.8, label="dense accuracy"),
+]
+fig.legend(handles=entries, loc="lower center", ncol=min(len(entries), 4), fontsize=6, bbox_to_anchor=(0.5, -0.02))
 fig.suptitle(f"sweep stage, profile {metrics.get('profile')}", fontsize=8)
-fig.tight_layout()
+fig.tight_layout(rect=(0, 0.1, 1, 1))
 show(save_figure(fig, out_dir, "sensitivity_accuracy"))
 plt.close(fig)
 
@@ -189,12 +210,32 @@ hardware = hardware.sort_values(["rank", "order", "value"]).drop(columns=["order
 save_table(hardware, out_dir, "sensitivity_hardware")
 display(hardware)
 
-fig, axes = plt.subplots(2, len(SWEEPS), figsize=(10.0, 4.6), sharey="row")
+# networks: hue = architecture, line style = dataset (near-identical hues per network were hard to tell apart)
+styled = hardware.assign(
+    architecture=hardware["network"].map(lambda n: network_style(n)[0]),
+    dataset=hardware["network"].map(lambda n: network_style(n)[1]),
+)
+architectures = list(dict.fromkeys(network_style(n)[0] for n in networks))
+datasets = [d for d in DATASET_DASHES if d in set(styled["dataset"])]
+fig, axes = plt.subplots(2, len(SWEEPS), figsize=(10.0, 5.0), sharey="row")
 for j, key in enumerate(SWEEPS):
-    part = hardware[hardware["sweep"] == key]
+    part = styled[styled["sweep"] == key]
     for i, column in enumerate(["cycles_ratio", "edp_ratio"]):
         ax = axes[i, j]
-        sns.lineplot(data=part, x="value", y=column, hue="network", hue_order=networks, marker="o", ax=ax)
+        sns.lineplot(
+            data=part,
+            x="value",
+            y=column,
+            hue="architecture",
+            hue_order=architectures,
+            style="dataset",
+            style_order=datasets,
+            dashes=DATASET_DASHES,
+            units="network",
+            estimator=None,
+            marker="o",
+            ax=ax,
+        )
         handles, labels = ax.get_legend_handles_labels()
         ax.get_legend().remove()
         ax.set_xscale("log", base=2 if key != "verify_iters" else 10)
@@ -203,10 +244,13 @@ for j, key in enumerate(SWEEPS):
         ax.set_yscale("log")
         ax.axhline(0.01, color="black", linestyle="--", linewidth=0.8)
         ax.set_xlabel(LABELS[key] if i == 1 else "")
-        ax.set_ylabel("BasisN / reprogram, " + ("cycles" if i == 0 else "EDP"))
-fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7, bbox_to_anchor=(0.5, -0.01))
-fig.suptitle(f"preset {hw['preset']}, N = {crossbars}; base point otherwise", fontsize=8)
-fig.tight_layout(rect=(0, 0.08, 1, 1))
+        ax.set_ylabel(("cycles" if i == 0 else "EDP") + " ratio" if j == 0 else "")
+fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=7, bbox_to_anchor=(0.5, -0.01))
+fig.suptitle(
+    f"BasisN / reprogram (log scale), preset {hw['preset']}, N = {crossbars}; base point otherwise; dashed: 1%",
+    fontsize=8,
+)
+fig.tight_layout(rect=(0, 0.1, 1, 1))
 show(save_figure(fig, out_dir, "sensitivity_hardware"))
 plt.close(fig)
 

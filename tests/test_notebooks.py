@@ -1,6 +1,8 @@
-"""The notebooks that write paper_figures/: each runs with its default parameters on the shipped fixtures.
+"""The notebooks that write paper_figures/: each runs on the shipped fixtures, passed as parameters.
 
-Every notebook is executed once, the way its DVC stage runs it (`basisn notebook`, jupytext -> papermill, kernel
+A notebook's defaults read the real stage outputs (outputs/...), like its DVC stage; the tests pass the stage's
+`-p` paths with outputs/ replaced by the fixture directory (fixture_parameters). Every notebook is executed once,
+the way its DVC stage runs it (`basisn notebook`, jupytext -> papermill, kernel
 `basisn`), into a temporary --out; the tests then check the files each one writes (names, columns, rows), that a
 second execution gives byte-identical files, that a failing notebook fails with its error shown and leaves the
 previous files in place, that dvc.yaml declares exactly these files, and that the committed notebooks hold no
@@ -131,12 +133,29 @@ NOTEBOOKS: dict[str, dict] = {
     },
 }
 REPEATED = "headline"  # executed twice to check byte-identical output (one is enough to keep the suite fast)
+ABSENT = "outputs/hardware/absent-for-the-test"  # under the hardware stage's output directory, never written
 
 
 def expected_files(name: str) -> set[str]:
     spec = NOTEBOOKS[name]
     files = {f"{stem}.{ext}" for stem in spec["figures"] for ext in FIGURE}
     return files | {f"{stem}.{ext}" for stem in spec["tables"] for ext in TABLE}
+
+
+def fixture_path(stage_path: str) -> str:
+    """The fixture that stands in for a stage output: outputs/hardware|robustness/... or outputs/<stage>/..."""
+    for directory in ("hardware", "robustness"):
+        if stage_path == f"outputs/{directory}" or stage_path.startswith(f"outputs/{directory}/"):
+            return "tests/fixtures/" + stage_path.removeprefix("outputs/")
+    if stage_path.startswith("outputs/"):
+        return "tests/fixtures/pipeline/" + stage_path.removeprefix("outputs/")
+    return stage_path
+
+
+def fixture_parameters(name: str) -> list[str]:
+    """The `-p KEY=VALUE` of the notebook's DVC stage, with every stage output replaced by its fixture."""
+    _, stage = notebook_stages()[name]
+    return [f"{key}={fixture_path(value)}" for key, value in re.findall(r"-p (\w+)=(\S+)", stage["cmd"])]
 
 
 def run_notebook(name: str, out: Path, runs: Path, *parameters: str) -> subprocess.CompletedProcess:
@@ -150,7 +169,7 @@ def run_notebook(name: str, out: Path, runs: Path, *parameters: str) -> subproce
 
 @pytest.fixture(scope="session")
 def executed(tmp_path_factory) -> dict:
-    """Every notebook once with its defaults, one of them twice, and one failing run; in parallel."""
+    """Every notebook once on the fixtures, one of them twice, and one failing run; in parallel."""
     from jupyter_client.kernelspec import KernelSpecManager
 
     if KERNEL not in KernelSpecManager().find_kernel_specs():
@@ -159,9 +178,11 @@ def executed(tmp_path_factory) -> dict:
     failing_out = base / "failing"
     failing_out.mkdir()
     (failing_out / "overhead_crossbars.png").write_bytes(b"previous figure")
-    jobs = {name: (name, base / name, base / "runs" / name) for name in NOTEBOOKS}
-    jobs["repeat"] = (REPEATED, base / "repeat", base / "runs" / "repeat")
+    jobs = {name: (name, base / name, base / "runs" / name, *fixture_parameters(name)) for name in NOTEBOOKS}
+    jobs["repeat"] = (REPEATED, base / "repeat", base / "runs" / "repeat", *fixture_parameters(REPEATED))
     jobs["failing"] = ("overhead", failing_out, base / "runs" / "failing", "hardware_dir=tests/fixtures/missing")
+    # a notebook run before `make repro`: its stage input is absent, and it says which stage to run
+    jobs["before_repro"] = ("overhead", base / "before_repro", base / "runs" / "before_repro", f"hardware_dir={ABSENT}")
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures = {key: pool.submit(run_notebook, *job) for key, job in jobs.items()}
         results = {key: future.result() for key, future in futures.items()}
@@ -331,6 +352,13 @@ def test_second_execution_is_byte_identical(executed):
     assert not different, f"not byte-identical across two executions: {different}"
 
 
+def test_notebook_before_repro_names_the_stage_to_run(executed):
+    result = executed["results"]["before_repro"]
+    assert result.returncode != 0
+    assert f"MissingStageOutput: {ABSENT}/hw_eval.json not found: run `dvc repro hardware` first" in result.stdout
+    assert not (executed["dirs"]["before_repro"]).exists() or not list(executed["dirs"]["before_repro"].iterdir())
+
+
 def test_failing_notebook_fails_and_keeps_previous_files(executed):
     result = executed["results"]["failing"]
     assert result.returncode != 0
@@ -376,7 +404,7 @@ def test_dvc_stage_declares_exactly_the_notebook_files(name):
     assert set(outs) == {f"paper_figures/{f}" for f in expected_files(name)}
     assert all(options.get("persist") is True for options in outs.values()), "persist: previous figures stay"
     deps = stage["deps"]
-    assert f"notebooks/{name}.py" in deps and "basisn/figures.py" in deps
+    assert f"notebooks/{name}.py" in deps and "basisn" in deps, "the whole package: figures.py, notebooks.py, ..."
     for dep in deps:  # every stage output the notebook reads has its fixture
         if dep.startswith("outputs/hardware/"):
             assert (FIXTURES / "hardware" / dep.removeprefix("outputs/hardware/")).is_file(), dep
@@ -386,8 +414,10 @@ def test_dvc_stage_declares_exactly_the_notebook_files(name):
     assert defaults.get("out_dir") == "paper_figures"
     for key, value in re.findall(r"-p (\w+)=(\S+)", stage["cmd"]):
         assert key in defaults, f"{stage_name}: -p {key} is not a parameter of notebooks/{name}.py"
-        if isinstance(defaults[key], str) and defaults[key].startswith("tests/fixtures/"):
-            assert value.startswith("outputs/"), f"{stage_name}: {key} must point at the stage outputs"
+        default = defaults[key][0] if isinstance(defaults[key], list) else defaults[key]
+        assert default == value, f"{name}: default {key}={default!r} is not what {stage_name} reads ({value})"
+        assert (ROOT / fixture_path(value)).exists(), f"no fixture for {value}: {fixture_path(value)}"
+    assert not [v for v in defaults.values() if "fixtures" in str(v)], f"{name}: defaults must not read fixtures"
 
 
 def test_every_paper_figure_belongs_to_one_stage():

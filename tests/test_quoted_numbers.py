@@ -1,0 +1,200 @@
+"""Every number the README and docs quote from a result, checked against the committed reference output it comes from.
+
+The quotes are listed explicitly in QUOTES: the document, a regex whose group `value` captures the quoted number,
+the reference file (a git-tracked stage output: paper_figures/*.csv or outputs/*/metrics.json), the key or column,
+the rows it is taken over and how they are reduced (min / max of a range, or the single value), and the scale from
+the file's unit to the quote's (e.g. 100 for a fraction quoted in %). A quote matches when it equals the reference
+rounded to the digits the quote shows. A reference file that is not in the checkout (before the first clean
+`dvc repro` is committed) skips its quotes, naming the file; a quote whose text is no longer in its document fails,
+so that a reworded document updates this list.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_NETWORKS = "network != 'pipeline_model'"  # the paper's networks in the cost-model tables
+
+
+@dataclass(frozen=True)
+class Quote:
+    doc: str  # the document, relative to the repository root
+    pattern: str  # regex; group `value` is the quoted number
+    reference: str  # the stage output it comes from
+    key: str  # metrics.json key or csv column
+    rows: str | None = None  # pandas query selecting the rows (csv only)
+    reduce: str = "value"  # value (exactly one row / a json key), min, max
+    scale: float = 1.0  # reference unit -> quoted unit (100: fraction -> %)
+
+    @property
+    def name(self) -> str:
+        return f"{self.doc}: {self.pattern[:50]}"
+
+
+EVALUATE, TRAIN, FINETUNE = (
+    "outputs/evaluate/metrics.json",
+    "outputs/train/metrics.json",
+    "outputs/finetune/metrics.json",
+)
+HEADLINE = "paper_figures/headline_ratios.csv"
+QUOTES = [
+    # README, "Results on the default profile"
+    Quote("README.md", r"dense baseline \((?P<value>\d+) epochs\)", TRAIN, "epochs"),
+    Quote(
+        "README.md",
+        r"dense baseline \(\d+ epochs\) \| \*\*(?P<value>[\d.]+)%\*\*",
+        EVALUATE,
+        "dense_accuracy",
+        scale=100,
+    ),
+    Quote("README.md", r"before fine-tuning \| (?P<value>[\d.]+)%", EVALUATE, "decomposed_accuracy", scale=100),
+    Quote("README.md", r"after (?P<value>\d+) epochs of fine-tuning", FINETUNE, "epochs"),
+    Quote(
+        "README.md",
+        r"fine-tuning with distillation \| \*\*(?P<value>[\d.]+)%\*\*",
+        EVALUATE,
+        "basisn_accuracy",
+        scale=100,
+    ),
+    Quote("README.md", r"\*\* \((?P<value>[-+][\d.]+) pp; the target", EVALUATE, "basisn_minus_dense_pp"),
+    Quote("README.md", r"\(`to_dense`\) \| (?P<value>[\d.]+)%", EVALUATE, "basisn_folded_accuracy", scale=100),
+    # README, the cost model's headline (paper networks, report crossbar counts, base point)
+    Quote(
+        "README.md",
+        r"BasisN needs (?P<value>[\d.]+)-[\d.]+% of reprogramming's\s+cycles",
+        HEADLINE,
+        "cycles_vs_reprogram",
+        PAPER_NETWORKS,
+        "min",
+        100,
+    ),
+    Quote(
+        "README.md",
+        r"BasisN needs [\d.]+-(?P<value>[\d.]+)% of reprogramming's\s+cycles",
+        HEADLINE,
+        "cycles_vs_reprogram",
+        PAPER_NETWORKS,
+        "max",
+        100,
+    ),
+    Quote(
+        "README.md",
+        r"cycles and (?P<value>[\d.]+)-[\d.]+% of its EDP",
+        HEADLINE,
+        "edp_vs_reprogram",
+        PAPER_NETWORKS,
+        "min",
+        100,
+    ),
+    Quote(
+        "README.md",
+        r"cycles and [\d.]+-(?P<value>[\d.]+)% of its EDP",
+        HEADLINE,
+        "edp_vs_reprogram",
+        PAPER_NETWORKS,
+        "max",
+        100,
+    ),
+    Quote("README.md", r"networks at N = (?P<value>\d+)-\d+ crossbars", HEADLINE, "n_crossbars", None, "min"),
+    Quote("README.md", r"networks at N = \d+-(?P<value>\d+) crossbars", HEADLINE, "n_crossbars", None, "max"),
+    # docs/hardware.md section 6, base point (its numbers are reconciled with the reference run by hand)
+    Quote(
+        "docs/hardware.md",
+        r"nowhere\.\*\* Cycles (?P<value>[\d.]+)-[\d.]+%",
+        HEADLINE,
+        "cycles_vs_reprogram",
+        PAPER_NETWORKS,
+        "min",
+        100,
+    ),
+    Quote(
+        "docs/hardware.md",
+        r"nowhere\.\*\* Cycles [\d.]+-(?P<value>[\d.]+)%",
+        HEADLINE,
+        "cycles_vs_reprogram",
+        PAPER_NETWORKS,
+        "max",
+        100,
+    ),
+    Quote(
+        "docs/hardware.md",
+        r"nowhere\.\*\* Cycles [\d.]+-[\d.]+%, EDP (?P<value>[\d.]+)-[\d.]+%",
+        HEADLINE,
+        "edp_vs_reprogram",
+        PAPER_NETWORKS,
+        "min",
+        100,
+    ),
+    Quote(
+        "docs/hardware.md",
+        r"nowhere\.\*\* Cycles [\d.]+-[\d.]+%, EDP [\d.]+-(?P<value>[\d.]+)%",
+        HEADLINE,
+        "edp_vs_reprogram",
+        PAPER_NETWORKS,
+        "max",
+        100,
+    ),
+]
+
+
+def reference_value(quote: Quote) -> float:
+    path = ROOT / quote.reference
+    if path.suffix == ".json":
+        return float(json.loads(path.read_text())[quote.key]) * quote.scale
+    frame = pd.read_csv(path)
+    if quote.rows:
+        frame = frame.query(quote.rows)
+    values = frame[quote.key]
+    assert len(values) > 0, f"{quote.reference}: no rows where {quote.rows}"
+    if quote.reduce == "value":
+        assert len(values) == 1, f"{quote.reference}: {len(values)} rows where {quote.rows}, expected one"
+        value = values.iloc[0]
+    else:
+        value = getattr(values, quote.reduce)()
+    return float(value) * quote.scale
+
+
+def matches(quoted: str, actual: float) -> bool:
+    """`quoted` is `actual` rounded to the digits it shows (7.6 for 7.62, 54 for 53.6, 91.35 for 91.3477)."""
+    decimals = len(quoted.split(".")[1]) if "." in quoted else 0
+    return abs(float(quoted) - actual) <= 0.5 * 10.0**-decimals + 1e-9
+
+
+def test_match_rounds_to_the_quoted_digits():
+    assert matches("7.6", 7.62) and matches("54", 53.6) and matches("-0.12", -0.1172)
+    assert not matches("9", 7.62) and not matches("91.47", 91.35)
+
+
+@pytest.mark.parametrize("quote", QUOTES, ids=lambda q: q.name)
+def test_quoted_number_is_the_reference_output(quote: Quote):
+    text = (ROOT / quote.doc).read_text()
+    found = re.search(quote.pattern, text)
+    assert found, f"{quote.doc} no longer contains /{quote.pattern}/: update tests/test_quoted_numbers.py"
+    if not (ROOT / quote.reference).is_file():
+        pytest.skip(f"reference output {quote.reference} is not committed yet (from a clean `dvc repro`)")
+    actual = reference_value(quote)
+    assert matches(found.group("value"), actual), (
+        f"{quote.doc} quotes {found.group('value')}, {quote.reference} [{quote.key}"
+        f"{', ' + quote.rows if quote.rows else ''}, {quote.reduce}] gives {actual:.4g}"
+    )
+
+
+def test_reference_files_are_what_dvc_hands_to_git():
+    """The references named here are git-tracked stage outputs (cache: false), not cached or hand-made files."""
+    import yaml
+
+    tracked = set()
+    for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values():
+        for entry in stage.get("outs", []) + stage.get("metrics", []):
+            if isinstance(entry, dict):
+                path, options = next(iter(entry.items()))
+                if (options or {}).get("cache") is False:
+                    tracked.add(path)
+    assert {q.reference for q in QUOTES} <= tracked
