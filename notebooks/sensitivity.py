@@ -162,21 +162,28 @@ plt.close(fig)
 # Every other parameter at the base point (printed above); one crossbar count N. The dashed line is 1%.
 
 # %%
-SWEEPS = ["n_basis", "groups", "batch", "verify_iters"]
 LABELS = {
     "n_basis": "basis vectors n",
     "groups": "coefficient groups G",
     "batch": "batch size",
     "verify_iters": "verify iterations",
+    "digital_lanes": "digital lanes per crossbar",
+    "write_cols": "cells written at once per row",
+    "write_crossbars": "crossbars written at once",
+    "verify_iters_share": "share of the max. iterations (neurram presets)",
 }
+SWEEPS = [key for key in LABELS if key in set(sweep_ratios["sweep"])]
 rows = []
 for key in SWEEPS:
     part = sweep_ratios[(sweep_ratios["sweep"] == key) & (sweep_ratios["n_crossbars"] == crossbars)]
+    if key == "verify_iters_share":  # one preset's shares (the first of the presets with a maximum)
+        part = part[part["preset"] == part["preset"].iloc[0]]
     for r in part.itertuples():
+        value = float(getattr(r, key))
         rows.append(
             {
                 "sweep": key,
-                "value": int(getattr(r, key)),
+                "value": int(value) if value.is_integer() and key != "verify_iters_share" else value,
                 "network": r.network,
                 "n_crossbars": crossbars,
                 "cycles_ratio": r.cycles_ratio,
@@ -189,7 +196,7 @@ hardware = hardware.sort_values(["rank", "order", "value"]).drop(columns=["order
 save_table(hardware, out_dir, "sensitivity_hardware")
 display(hardware)
 
-fig, axes = plt.subplots(2, len(SWEEPS), figsize=(10.0, 4.6), sharey="row")
+fig, axes = plt.subplots(2, len(SWEEPS), figsize=(2.5 * len(SWEEPS), 4.6), sharey="row", squeeze=False)
 for j, key in enumerate(SWEEPS):
     part = hardware[hardware["sweep"] == key]
     for i, column in enumerate(["cycles_ratio", "edp_ratio"]):
