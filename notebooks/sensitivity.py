@@ -167,10 +167,10 @@ LABELS = {
     "groups": "coefficient groups G",
     "batch": "batch size",
     "verify_iters": "verify iterations",
-    "digital_lanes": "digital lanes per crossbar",
-    "write_cols": "cells written at once per row",
+    "digital_lanes": "digital lanes / crossbar",
+    "write_cols": "cells written at once",
     "write_crossbars": "crossbars written at once",
-    "verify_iters_share": "share of the max. iterations (neurram presets)",
+    "verify_iters_share": "N_wv / max (neurram)",
 }
 SWEEPS = [key for key in LABELS if key in set(sweep_ratios["sweep"])]
 rows = []
@@ -206,7 +206,7 @@ for j, key in enumerate(SWEEPS):
         ax.get_legend().remove()
         ax.set_xscale("log", base=2 if key != "verify_iters" else 10)
         values = sorted(part["value"].unique())
-        ax.set_xticks(values, [str(v) for v in values])
+        ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.set_yscale("log")
         ax.axhline(0.01, color="black", linestyle="--", linewidth=0.8)
         ax.set_xlabel(LABELS[key] if i == 1 else "")

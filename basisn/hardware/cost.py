@@ -182,6 +182,8 @@ class _Tiling:
 
     def table(self, write_cols: int | None, write_crossbars: int | None, n_max: int) -> _RoundTable:
         """The round table for sizes up to n_max (< total tiles), grown by doubling and cached."""
+        if write_cols is not None and write_cols >= int(self.cols_used.max()):
+            write_cols = None  # every row is written in one pass anyway: share the whole-row table
         key = (write_cols, write_crossbars)
         have = self._tables.get(key)
         if have is None or have.n_max < n_max:
@@ -239,25 +241,28 @@ class Evaluation:
             self._layer_data, self._layer_fn = self._layer_fn(), None
         return self._layer_data
 
-    @property
-    def layers(self) -> pd.DataFrame:
+    def layer_columns(self) -> dict[str, Any]:
+        """The per-layer table as columns (arrays or scalars), in `layers` order: cheap to concatenate."""
         s = self.shapes
         n = len(s.layers)
-        base = {
-            "layer": np.arange(n),
-            "name": [x.name for x in s.layers],
-            "kind": [x.kind for x in s.layers],
-        }
         arrays = s.arrays()
-        base |= {k: arrays[k] for k in "PgLO"}
-        base |= {"macs": arrays["P"] * arrays["g"] * arrays["L"] * arrays["O"], "mapped": arrays["mapped"]}
-        frame = pd.DataFrame(base | self.layer_data)
+        columns: dict[str, Any] = {key: self.totals[key] for key in ("network", "n_crossbars", "batch", "scheme")}
+        columns |= {
+            "layer": np.arange(n),
+            "name": np.array([x.name for x in s.layers], dtype=object),
+            "kind": np.array([x.kind for x in s.layers], dtype=object),
+        }
+        columns |= {k: arrays[k] for k in "PgLO"}
+        columns |= {"macs": arrays["P"] * arrays["g"] * arrays["L"] * arrays["O"], "mapped": arrays["mapped"]}
+        data = self.layer_data
         for column in LAYER_COLUMNS:
-            if column not in frame:
-                frame[column] = np.nan
-        for key in ("network", "n_crossbars", "batch", "scheme"):
-            frame[key] = self.totals[key]
-        return frame[["network", "n_crossbars", "batch", "scheme", *LAYER_COLUMNS]]
+            if column not in columns:
+                columns[column] = data[column] if column in data else np.full(n, np.nan)
+        return {key: np.broadcast_to(np.asarray(value), (n,)) for key, value in columns.items()}
+
+    @property
+    def layers(self) -> pd.DataFrame:
+        return pd.DataFrame(self.layer_columns())
 
     def __getitem__(self, key: str) -> Any:
         return self.totals[key]
@@ -731,12 +736,18 @@ def sweep(
     `memo`: a dict shared between calls to reuse evaluations of the same (network, config, scheme, N, B, basis).
     """
     memo = {} if memo is None else memo
+    canonical: dict[tuple[HardwareConfig, str], HardwareConfig] = {}
 
     def once(shapes: NetworkShapes, cfg: HardwareConfig, scheme: str, n: int, b: int, spec: Any) -> dict:
-        key = (id(shapes), cfg, scheme, n, b, spec)
+        # fields a scheme does not read are set to the defaults in the key, and reported as swept in the row
+        unused = UNUSED_FIELDS.get(scheme, {})
+        if unused and (cfg, scheme) not in canonical:
+            canonical[(cfg, scheme)] = cfg.replace(**unused)
+        key = (id(shapes), canonical[(cfg, scheme)] if unused else cfg, scheme, n, b, spec)
         if key not in memo:
-            memo[key] = (shapes, evaluate(shapes, cfg, scheme, n, b, spec).totals)  # shapes kept: id stays unique
-        return memo[key][1]
+            memo[key] = (shapes, evaluate(shapes, key[1], scheme, n, b, spec).totals)  # shapes kept: id stays unique
+        totals = memo[key][1]
+        return totals | {name: getattr(cfg, name) for name in unused} if unused else totals
 
     schemes = list(schemes)
     for scheme in schemes:
@@ -784,6 +795,14 @@ def sweep(
     return frame
 
 
+_DEFAULT = HardwareConfig()
+_BASELINE_UNUSED = {name: getattr(_DEFAULT, name) for name in ("digital_lanes", "e_coef_mac", "e_add", "e_shift")}
+# HardwareConfig fields (with the value they take in a memo key) that a scheme's results do not depend on
+UNUSED_FIELDS: dict[str, dict[str, Any]] = {
+    **{scheme: _BASELINE_UNUSED for scheme in ("ideal", *BASELINE_OPTIONS)},
+    "digital": {name: getattr(_DEFAULT, name) for name in ("verify_iters", "write_cols", "write_crossbars")},
+}
+
 RATIO_KEYS = ["network", "n_crossbars", "batch", "verify_iters", "digital_lanes", "write_cols", "write_crossbars"]
 RATIO_METRICS = {
     "cycles": "cycles_ratio",
@@ -822,7 +841,7 @@ def ratios(
         base = frame[frame["scheme"] == name][keys + metrics + extra]
         tag = f"_{suffix}" if suffix else ""
         base = base.rename(columns={m: f"{m}_base" for m in metrics} | {"option": "best_option"})
-        merged = merged.merge(base, on=keys, how="inner" if not tag else "left", validate="many_to_one")
+        merged = merged.merge(base, on=keys, how="inner" if not tag else "left")
         for metric, column in RATIO_METRICS.items():
             merged[column + tag] = merged[metric] / merged[f"{metric}_base"]
         merged = merged.drop(columns=[f"{m}_base" for m in metrics])

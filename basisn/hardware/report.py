@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from basisn.atomic import atomic_directory
@@ -225,9 +226,10 @@ def run(p: dict[str, Any], config: HardwareConfig, basis: BasisSpec, networks: d
         for n in p["report_crossbars"]:
             for scheme in SCHEMES:
                 try:
-                    layers.append(evaluate(shapes, config, scheme, n, p["batch"]).layers)
+                    layers.append(evaluate(shapes, config, scheme, n, p["batch"]).layer_columns())
                 except ValueError:  # a pipeline model whose dense layers leave no room for the basis
                     continue
+    layers_table = pd.DataFrame({key: np.concatenate([part[key] for part in layers]) for key in layers[0]})
     shapes_table = pd.concat([s.table().assign(network=name) for name, s in nets.items()], ignore_index=True)
     base = summary[summary["preset"] == p["preset"]]
     report_rows = base[base["n_crossbars"].isin(p["report_crossbars"])]
@@ -236,7 +238,7 @@ def run(p: dict[str, Any], config: HardwareConfig, basis: BasisSpec, networks: d
         "ratios": ratios(summary, by=["preset"]),
         "sweep": sweep_frame,
         "sweep_ratios": _sweep_ratios(sweep_frame),
-        "layers": pd.concat(layers, ignore_index=True),
+        "layers": layers_table,
         "shapes": shapes_table[["network", *[c for c in shapes_table if c != "network"]]],
     }
     report_ratios = ratios(report_rows)
