@@ -75,10 +75,10 @@ class HardwareConfig:
     t_write_iter: float = 180e-9  # one write pulse + one verify read: NeuroSim RealDevice write pulse 80 ns
     # + a verify read through the column ADC = one ISAAC crossbar read (100 ns).
     write_cols: int | None = None  # cells of a row written in parallel per crossbar; None: the whole row at once
-    # (DESIGN.md 2.1, the cheapest schedule: favours the baseline). NeuRRAM's own code writes one cell at a time
+    # (docs/method.md §2.1, the cheapest schedule: favours the baseline). NeuRRAM's own code writes one cell at a time
     # (wupdate_control.py program_array); swept in hw-eval.
     write_crossbars: int | None = None  # crossbars written at once (write drivers / charge pumps); None: every
-    # crossbar of a round at once (DESIGN.md 2.1: favours the baseline). No source gives a number; swept.
+    # crossbar of a round at once (docs/method.md §2.1: favours the baseline). No source gives a number; swept.
     # --- BasisN combination unit --------------------------------------------------------------------------------
     digital_lanes: int = 128  # coefficient MACs per crossbar per t_cycle: one MAC unit per crossbar clocked at
     # the rate ISAAC's ADC delivers that crossbar's outputs (128 conversions per 100 ns). Our assumption.
@@ -230,7 +230,7 @@ PRESET_CHANGES: dict[str, dict[str, Any]] = {
     "neurosim_v21": {"t_write_iter": 60e-9, "e_write_iter": 4.4e-12},
 }
 
-# Presets whose verify_iters is a source's maximum iteration count used as if it were the mean (DESIGN.md 2.1
+# Presets whose verify_iters is a source's maximum iteration count used as if it were the mean (docs/method.md §2.1
 # charges N_wv iterations to every row); hw-eval sweeps a share of it (`sweep.verify_iters_share`).
 MAX_AS_MEAN: dict[str, str] = {
     "neurram": "wupdate_control.py program_array iteration_limit=20 (a maximum)",

@@ -3,7 +3,7 @@
 Schemes: `ideal`, `reprogram` (today's baseline), `reprogram_pingpong` (the next round written on one half of
 the crossbars while the other computes), `reprogram_best` (the cheapest of the baseline's options, replicas on
 spare crossbars when everything fits), `basisn`, and `digital` (the BasisN unit's MAC lanes running the dense
-network without crossbars, DESIGN.md 2.4).
+network without crossbars, docs/method.md §2.4).
 
 Pure NumPy from layer shapes alone, vectorised over layers. Names follow DESIGN.md 2.2-2.4: per layer l,
 P_l, g_l, L_l, O_l (shapes), t_l dense tiles, s_l segments; R, C, cpw, T_in, N_wv from the HardwareConfig; N
@@ -400,7 +400,7 @@ def _ideal(
 
 
 def replica_counts(shapes: NetworkShapes, config: HardwareConfig, n_crossbars: int, batch: int = 1) -> np.ndarray:
-    """Copies k_l of every layer when all tiles fit in N with crossbars to spare (DESIGN.md 2.4, best baseline).
+    """Copies k_l of every layer when all tiles fit in N with crossbars to spare (docs/method.md §2.4, best baseline).
 
     Greedy: repeatedly give the layer whose next useful copy saves the most cycles per crossbar another copy
     (a copy is useful when it lowers ceil(B·P_l/k_l)), and stop at the first that does not fit in the spare
@@ -507,7 +507,7 @@ def _reprogram(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int
 
 
 def _digital(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int) -> Evaluation:
-    """DESIGN.md 2.4 `digital`: the N·digital_lanes MAC lanes BasisN is given run the dense network, no crossbars.
+    """docs/method.md §2.4 `digital`: the N·digital_lanes MAC lanes BasisN is given run the dense network, no crossbars.
 
     cycles_l = ceil(B·MACs_l / (N·digital_lanes)); energy MACs_l·mac_energy(weight_bits). Weight storage and its
     reads are not charged (favours this baseline), nor are the crossbars' writes (there are none).
@@ -747,7 +747,7 @@ def sweep(
         if key not in memo:
             memo[key] = (shapes, evaluate(shapes, key[1], scheme, n, b, spec).totals)  # shapes kept: id stays unique
         totals = memo[key][1]
-        return totals | {name: getattr(cfg, name) for name in unused} if unused else totals
+        return totals | {name: getattr(cfg, name) for name in unused if name in totals} if unused else totals
 
     schemes = list(schemes)
     for scheme in schemes:

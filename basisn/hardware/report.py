@@ -229,7 +229,7 @@ def run(p: dict[str, Any], config: HardwareConfig, basis: BasisSpec, networks: d
                     layers.append(evaluate(shapes, config, scheme, n, p["batch"]).layer_columns())
                 except ValueError:  # a pipeline model whose dense layers leave no room for the basis
                     continue
-    layers_table = pd.DataFrame({key: np.concatenate([part[key] for part in layers]) for key in layers[0]})
+    layers_table = pd.DataFrame({key: _concat([part[key] for part in layers]) for key in layers[0]})
     shapes_table = pd.concat([s.table().assign(network=name) for name, s in nets.items()], ignore_index=True)
     base = summary[summary["preset"] == p["preset"]]
     report_rows = base[base["n_crossbars"].isin(p["report_crossbars"])]
@@ -273,6 +273,13 @@ def run(p: dict[str, Any], config: HardwareConfig, basis: BasisSpec, networks: d
         "report_ratios": report_ratios.to_dict(orient="records"),
     }
     return {"tables": tables, "info": info, "report_ratios": report_ratios}
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    """One column of layers.csv: numeric parts stay numeric; mixed ones (text and NaN) become objects, not 'nan'."""
+    if all(np.issubdtype(part.dtype, np.number) or part.dtype == bool for part in parts):
+        return np.concatenate(parts)
+    return np.concatenate([part.astype(object) for part in parts])
 
 
 def _sweep_ratios(frame: pd.DataFrame) -> pd.DataFrame:
