@@ -459,3 +459,15 @@ def test_docs_list_every_file_with_its_stage():
             row = next((r for r in rows if f"`paper_figures/{file}`" in r), None)
             assert row is not None, f"docs/figures.md does not list {file}"
             assert f"`dvc repro {stage_name}`" in row, f"docs/figures.md: {file} is made by {stage_name}"
+
+
+def test_network_style_tells_datasets_apart_by_line_style_not_hue():
+    from basisn.figures import DATASET_DASHES, network_style
+
+    style = network_style(["resnet18", "cifar_resnet18", "densenet121", "cifar_densenet121", "pipeline_model"])
+    by = style.set_index("network")
+    assert by.loc["resnet18", "color"] == by.loc["cifar_resnet18", "color"]  # one hue per architecture
+    assert by.loc["resnet18", "dataset"] == "ImageNet" and by.loc["cifar_resnet18", "dataset"] == "CIFAR-100"
+    assert by.loc["pipeline_model", "dataset"] == "other"
+    assert len(set(style["color"])) == 3  # resnet18, densenet121, pipeline_model
+    assert len({DATASET_DASHES[d] for d in style["dataset"]}) == 3  # solid, dashed, dotted
