@@ -9,6 +9,12 @@ Pure NumPy from layer shapes alone, vectorised over layers. Names follow DESIGN.
 P_l, g_l, L_l, O_l (shapes), t_l dense tiles, s_l segments; R, C, cpw, T_in, N_wv from the HardwareConfig; N
 crossbars; B images per batch. Cycles are counted per batch and reported per inference (divided by B).
 
+The baseline's options (docs/hardware.md section 2): write parallelism (`write_cols` cells of a row and
+`write_crossbars` crossbars written at once; by default whole rows of every crossbar of a round, the cheapest
+schedule), ping-pong halves in the steady state, and replicas of layers on spare crossbars once everything fits;
+`reprogram_best` takes the fastest, at the same energy. Coefficient MACs are charged by the basis's quantizer
+(`HardwareConfig.mac_energy`: a pow2 coefficient is a shift and an add).
+
 Two refinements of the DESIGN.md formulas keep the properties the issue requires; both favour the baseline or
 are neutral, and docs/hardware.md explains them:
 - reprogram: greedy layer-order rounds of exactly N tiles are not monotone in N (a larger round can split a layer
