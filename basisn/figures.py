@@ -20,7 +20,15 @@ import seaborn as sns  # noqa: E402
 
 from basisn.atomic import atomic_write  # noqa: E402
 
-SCHEME_COLORS = {"ideal": "#4c72b0", "reprogram": "#c44e52", "basisn": "#55a868", "floor": "#8c8c8c"}
+SCHEME_COLORS = {
+    "ideal": "#4c72b0",
+    "reprogram": "#c44e52",
+    "reprogram_best": "#8c2d04",
+    "basisn": "#55a868",
+    "digital": "#8172b3",
+    "floor": "#8c8c8c",
+}
+SCHEME_MARKERS = {"ideal": "o", "reprogram": "o", "reprogram_best": "v", "basisn": "s", "digital": "D", "floor": ""}
 
 
 def set_style() -> None:
@@ -87,16 +95,26 @@ def order_networks(hw: dict, present: Iterable[str]) -> tuple[list[str], list[st
     return paper, paper + sorted(present - set(paper))
 
 
-def network_style(name: str) -> tuple[str, str]:
-    """(architecture, dataset) of a cost-model network name, for hue = architecture and line style = dataset.
+DATASET_DASHES = {"ImageNet": "", "CIFAR-100": (4, 2), "other": (1, 1.5)}  # solid, dashed, dotted
+DATASET_MARKERS = {"ImageNet": "o", "CIFAR-100": "s", "other": "^"}
 
-    Names are `<arch>` (ImageNet, 224x224), `cifar_<arch>` (CIFAR-100, 32x32), anything else is the pipeline's own.
+
+def network_style(networks: Iterable[str]) -> pd.DataFrame:
+    """Per network: `architecture` (the hue: resnet18 and cifar_resnet18 share a colour) and `dataset` (the line
+    style: ImageNet, CIFAR-100, or `other` for a model that is not one of the paper's networks), plus `color`.
+
+    Networks differing only in dataset are told apart by line style and marker, never by near-identical hues.
     """
-    if name.startswith("cifar_"):
-        return name.removeprefix("cifar_"), "CIFAR-100"
-    if name.startswith(("resnet", "densenet", "vgg", "mobilenet")):
-        return name, "ImageNet"
-    return name, "ours"
+    from basisn.hardware.networks import PAPER_NETWORKS
 
-
-DATASET_DASHES = {"ImageNet": "", "CIFAR-100": (4, 2), "ours": (1, 1.5)}  # seaborn `dashes`: solid, dashed, dotted
+    names = list(networks)
+    rows = []
+    for name in names:
+        spec = PAPER_NETWORKS.get(name)
+        dataset = spec.dataset if spec is not None else "other"
+        rows.append({"network": name, "architecture": name.removeprefix("cifar_"), "dataset": dataset})
+    frame = pd.DataFrame(rows, columns=["network", "architecture", "dataset"])
+    architectures = list(dict.fromkeys(frame["architecture"]))
+    palette = dict(zip(architectures, sns.color_palette("colorblind", len(architectures))))
+    frame["color"] = frame["architecture"].map(palette)
+    return frame

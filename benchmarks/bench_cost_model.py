@@ -1,24 +1,29 @@
-"""Benchmark of the cost model: all the paper's networks x 3 schemes x 10 crossbar counts (target: < 2 s).
+"""Benchmark of the cost model: all the paper's networks x every scheme x 10 crossbar counts (target: < 2 s), and
+the evaluation part of the whole `basisn hw-eval` on the default params.yaml (target: < 2 s, issue 14).
 
 Shape extraction (building each model on the meta device + forward hooks) is timed separately from evaluation.
 Evaluation is timed cold (fresh NetworkShapes, so the tiling and the reprogramming schedule tables are rebuilt)
-and warm (the same objects again). Run:
+and warm (the same objects again). The hw-eval timing is `basisn.hardware.report.run` (every table of hw-eval,
+nothing written) on fresh shapes. Run:
 
-    .venv/bin/python benchmarks/bench_cost_model.py [--repeats 5]
+    .venv/bin/python benchmarks/bench_cost_model.py [--repeats 5] [--params params.yaml]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from basisn.hardware import NetworkShapes, evaluate, preset
 from basisn.hardware.cost import SCHEMES
 from basisn.hardware.networks import PAPER_NETWORKS, paper_shapes
+from basisn.hardware.report import load_block, resolve_block, run
 
 CROSSBARS = [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 
@@ -51,9 +56,10 @@ def timed(fn, repeats: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--params", default="params.yaml", help="params file whose `hardware:` block hw-eval runs")
     args = parser.parse_args()
     print(f"python {platform.python_version()}, torch {torch.__version__}, {platform.machine()}, threads "
-          f"{torch.get_num_threads()}")  # fmt: skip
+          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     paper_shapes("resnet18")  # warm torchvision imports, not part of the measurement
 
     shapes: dict[str, NetworkShapes] = {}
@@ -77,6 +83,28 @@ def main() -> None:
     print(line("evaluation, cold (tables rebuilt)", cold))
     print(line("evaluation, warm (tables cached)", warm))
     print(f"per evaluation, cold: {1e3 * statistics.median(cold) / calls:.2f} ms")
+
+    p, config, basis = resolve_block(load_block(Path(args.params)))
+    nets = {name: shapes[name] if name in shapes else paper_shapes(name) for name in p["networks"]}
+    result: dict = {}
+
+    def hw_eval() -> None:
+        result.update(run(p, config, basis, {name: fresh(s) for name, s in nets.items()}))
+
+    cpu = []
+
+    def hw_eval_cpu() -> None:
+        start = time.process_time()
+        hw_eval()
+        cpu.append(time.process_time() - start)
+
+    t_hw = timed(hw_eval_cpu, args.repeats)
+    rows = sum(len(t) for t in result["tables"].values())
+    print(f"hw-eval on {args.params}: {len(nets)} networks, {1 + len(p['compare_presets'])} presets, "
+          f"{len(p['sweep'])} sweeps, {rows} table rows")  # fmt: skip
+    print(line("hw-eval evaluation (report.run, cold)", t_hw))
+    print(line("  the same, CPU time of this process", cpu))
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -157,16 +157,14 @@ for label in axes[0].get_xticklabels():
     label.set_horizontalalignment("right")
 axes[0].legend(title="", fontsize=7)
 # networks: hue = architecture, line style = dataset (one hue per network made near-identical colours)
-by_batch = by_batch.assign(
-    architecture=by_batch["network"].map(lambda n: network_style(n)[0]),
-    dataset=by_batch["network"].map(lambda n: network_style(n)[1]),
-)
+style = network_style(networks)
+by_batch = by_batch.merge(style[["network", "architecture", "dataset"]], on="network", how="left")
 sns.lineplot(
     data=by_batch,
     x="batch",
     y="write_energy_share",
     hue="architecture",
-    hue_order=list(dict.fromkeys(network_style(n)[0] for n in networks)),
+    hue_order=list(dict.fromkeys(style["architecture"])),
     style="dataset",
     style_order=[d for d in DATASET_DASHES if d in set(by_batch["dataset"])],
     dashes=DATASET_DASHES,

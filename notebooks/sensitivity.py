@@ -183,21 +183,28 @@ plt.close(fig)
 # Every other parameter at the base point (printed above); one crossbar count N. The dashed line is 1%.
 
 # %%
-SWEEPS = ["n_basis", "groups", "batch", "verify_iters"]
 LABELS = {
     "n_basis": "basis vectors n",
     "groups": "coefficient groups G",
     "batch": "batch size",
     "verify_iters": "verify iterations",
+    "digital_lanes": "digital lanes / crossbar",
+    "write_cols": "cells written at once",
+    "write_crossbars": "crossbars written at once",
+    "verify_iters_share": "N_wv / max (neurram)",
 }
+SWEEPS = [key for key in LABELS if key in set(sweep_ratios["sweep"])]
 rows = []
 for key in SWEEPS:
     part = sweep_ratios[(sweep_ratios["sweep"] == key) & (sweep_ratios["n_crossbars"] == crossbars)]
+    if key == "verify_iters_share":  # one preset's shares (the first of the presets with a maximum)
+        part = part[part["preset"] == part["preset"].iloc[0]]
     for r in part.itertuples():
+        value = float(getattr(r, key))
         rows.append(
             {
                 "sweep": key,
-                "value": int(getattr(r, key)),
+                "value": int(value) if value.is_integer() and key != "verify_iters_share" else value,
                 "network": r.network,
                 "n_crossbars": crossbars,
                 "cycles_ratio": r.cycles_ratio,
@@ -211,13 +218,11 @@ save_table(hardware, out_dir, "sensitivity_hardware")
 display(hardware)
 
 # networks: hue = architecture, line style = dataset (near-identical hues per network were hard to tell apart)
-styled = hardware.assign(
-    architecture=hardware["network"].map(lambda n: network_style(n)[0]),
-    dataset=hardware["network"].map(lambda n: network_style(n)[1]),
-)
-architectures = list(dict.fromkeys(network_style(n)[0] for n in networks))
+style = network_style(networks)
+styled = hardware.merge(style[["network", "architecture", "dataset"]], on="network", how="left")
+architectures = list(dict.fromkeys(style["architecture"]))
 datasets = [d for d in DATASET_DASHES if d in set(styled["dataset"])]
-fig, axes = plt.subplots(2, len(SWEEPS), figsize=(10.0, 5.0), sharey="row")
+fig, axes = plt.subplots(2, len(SWEEPS), figsize=(2.5 * len(SWEEPS), 4.6), sharey="row", squeeze=False)
 for j, key in enumerate(SWEEPS):
     part = styled[styled["sweep"] == key]
     for i, column in enumerate(["cycles_ratio", "edp_ratio"]):
@@ -240,7 +245,7 @@ for j, key in enumerate(SWEEPS):
         ax.get_legend().remove()
         ax.set_xscale("log", base=2 if key != "verify_iters" else 10)
         values = sorted(part["value"].unique())
-        ax.set_xticks(values, [str(v) for v in values])
+        ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.set_yscale("log")
         ax.axhline(0.01, color="black", linestyle="--", linewidth=0.8)
         ax.set_xlabel(LABELS[key] if i == 1 else "")

@@ -20,6 +20,7 @@ from torch import nn
 from basisn import to_basisn
 from basisn.hardware import (
     PRESETS,
+    SCHEMES,
     BasisSpec,
     HardwareConfig,
     LayerShape,
@@ -34,6 +35,8 @@ from basisn.hardware import (
     sweep,
     total_tiles,
 )
+from basisn.hardware.config import MAX_AS_MEAN, MAX_BATCH, MAX_CROSSBARS
+from basisn.hardware.cost import replica_counts
 from basisn.hardware.report import hw_eval_main
 
 # A small crossbar so that every number below is checkable by hand: R = C = 16, 4-bit weights on 2-bit cells
@@ -54,6 +57,8 @@ SMALL = HardwareConfig(
     e_adc=0.5,
     e_shift_add=0.25,
     e_coef_mac=0.125,
+    e_add=0.0625,
+    e_shift=0.015625,
     e_write_iter=2.0,
 )
 E_STEP = 3.0 + 16 * 0.5 + 16 * 0.25  # e_xbar_step + C·e_adc + C·e_shift_add = 15
@@ -215,6 +220,91 @@ def test_layers_kept_dense_take_crossbars_from_n():
     assert bas["cycles"] == conv_cycles + 1 * T_IN  # the dense linear runs like the ideal mapping
 
 
+def test_digital_scheme_by_hand():
+    net = one_conv()
+    macs = 36 * 27 * 8  # P·g·L·O = 7776
+    # N = 2 crossbars' worth of lanes: 2 · 4 = 8 MACs per cycle; 4-bit weights: e_add + (e_coef_mac - e_add)·4/8
+    dig = evaluate(net, SMALL, "digital", 2)
+    assert dig["cycles"] == math.ceil(macs / 8) == 972
+    assert dig["energy_mac_j"] == pytest.approx(macs * (0.0625 + 0.0625 * 4 / 8))
+    assert dig["energy_j"] == pytest.approx(dig["energy_mac_j"])  # no crossbar steps, no writes
+    assert dig["energy_xbar_j"] == dig["energy_write_j"] == dig["energy_coef_mac_j"] == 0
+    assert dig["crossbars_used"] == 0 and dig["program_once_cycles"] == 0
+    # a batch of 3 on 4 crossbars' lanes: ceil(3·7776 / 16) = 1458 per batch, 486 per inference
+    assert evaluate(net, SMALL, "digital", 4, batch=3)["cycles_per_batch"] == 1458
+    assert list(dig.layers["bound"]) == ["digital"]
+
+
+def test_pow2_and_uniform_coefficients_by_hand():
+    net = one_conv()
+    macs = 72 * 8 * 8  # s·O·n coefficient MACs, as in test_one_conv_by_hand
+    steps = 72 * 2 * T_IN * E_STEP
+    unknown = evaluate(net, SMALL, "basisn", 4, basis=BASIS)  # coef_bits None: an 8-bit multiply + add
+    uniform = evaluate(net, SMALL, "basisn", 4, basis=BasisSpec(8, 16, 1, coef_bits=4))
+    pow2 = evaluate(net, SMALL, "basisn", 4, basis=BasisSpec(8, 16, 1, coef_bits=4, coef_quant="pow2"))
+    assert unknown["energy_coef_mac_j"] == pytest.approx(macs * 0.125)
+    assert uniform["energy_coef_mac_j"] == pytest.approx(macs * (0.0625 + 0.0625 * 4 / 8))  # half a multiplier
+    assert pow2["energy_coef_mac_j"] == pytest.approx(macs * (0.0625 + 0.015625))  # a shift and an add
+    assert pow2["energy_j"] == pytest.approx(steps + macs * 0.078125)
+    assert unknown["cycles"] == uniform["cycles"] == pow2["cycles"] == 288  # throughput is the lanes'
+    assert (pow2["coef_bits"], pow2["coef_quant"]) == (4, "pow2")
+
+
+def test_write_parallelism_by_hand():
+    net = one_linear()  # 9 tiles: rows 16/16/8 by row block, columns 16/16/8 by column block (40 columns)
+    # 8 cells of a row at a time: a tile takes rows·ceil(cols/8) row writes: 32 32 16 | 32 32 16 | 16 16 8
+    narrow = SMALL.replace(write_cols=8)
+    assert narrow.write_passes == 2
+    rep = evaluate(net, narrow, "reprogram", 4)
+    # N' = 4: rounds [32 32 16 32] [32 16 16 16] [8] -> (32 + 32 + 8)·6 writes + 3 rounds·2 = 438 (N' = 3: 486)
+    assert rep["cycles"] == 72 * ROW_PROG + 3 * T_IN == 438
+    assert rep["round_size"] == 4
+    assert evaluate(net, SMALL, "reprogram", 4, batch=3)["cycles_per_batch"] == 258  # whole rows, as before
+    # 2 crossbars written at once, whole rows: rounds of N' = 4 are written in waves of 2 consecutive tiles
+    # [16 16] [16 16] | [16 16] [8 8] | [8]: (16 + 16 + 16 + 8 + 8)·6 + 3 rounds·2 = 390 (N' = 2: 394)
+    drivers = SMALL.replace(write_crossbars=2)
+    assert evaluate(net, drivers, "reprogram", 4)["cycles"] == 64 * ROW_PROG + 3 * T_IN == 390
+    # one crossbar at a time writes every tile's rows in turn, whatever N: N' = 8 gives 2 rounds of compute
+    one = SMALL.replace(write_crossbars=1)
+    assert evaluate(net, one, "reprogram", 8)["cycles"] == (6 * 16 + 3 * 8) * ROW_PROG + 2 * T_IN == 724
+    # the one-time write of the ideal mapping pays the same limits: its widest tile, 32 row writes
+    assert evaluate(net, narrow, "ideal", 1)["program_once_cycles"] == 32 * ROW_PROG
+
+
+def test_ping_pong_by_hand():
+    net = one_linear()  # 9 tiles of rows 16 x 6 then 8 x 3, P = 1
+    batch = 48  # compute per round: B·P·T_in = 96 cycles, as long as writing 16 rows (16·6 = 96)
+    # ping-pong on N = 6: halves of N' = 3: rounds [16 16 16] [16 16 16] [8 8 8] write 96, 96, 48 cycles, compute
+    # 96 each; steady state: max(96, 96) + max(96, 48) + max(96, 96) (next batch's first round) = 288 per batch
+    pp = evaluate(net, SMALL, "reprogram_pingpong", 6, batch=batch)
+    assert pp["cycles_per_batch"] == 288
+    assert (pp["option"], pp["round_size"], pp["crossbars_used"]) == ("pingpong", 3, 6)
+    assert pp.layers["cycles"].sum() == pytest.approx(288 / batch)
+    # plain rounds on N' = 6: [16 x 6] [8 8 8]: (16 + 8)·6 + 2·96 = 336
+    rep = evaluate(net, SMALL, "reprogram", 6, batch=batch)
+    assert rep["cycles_per_batch"] == 336
+    best = evaluate(net, SMALL, "reprogram_best", 6, batch=batch)
+    assert best["cycles_per_batch"] == 288 and best["option"] == "pingpong"
+    for key in ("energy_j", "energy_write_j"):  # overlapping writes changes time, not energy
+        assert best[key] == pytest.approx(rep[key])
+    # with single images writes dominate: halving the rounds only adds compute, the plain schedule is best
+    assert evaluate(net, SMALL, "reprogram_best", 6)["option"] == "plain"
+
+
+def test_replication_when_everything_fits_by_hand():
+    net = one_conv()  # 4 tiles, P = 36
+    assert evaluate(net, SMALL, "reprogram", 8)["cycles"] == 36 * T_IN  # fits: the single-copy ideal mapping
+    # 4 spare crossbars hold a second copy: each copy computes 18 of the 36 pixels
+    best = evaluate(net, SMALL, "reprogram_best", 8)
+    assert best["cycles"] == 18 * T_IN and best["option"] == "replicated" and best["crossbars_used"] == 8
+    assert best["energy_j"] == pytest.approx(evaluate(net, SMALL, "ideal", 8)["energy_j"])
+    assert evaluate(net, SMALL, "reprogram_best", 7)["cycles"] == 36 * T_IN  # 3 spare: no room for a copy
+    # two layers: conv (4 tiles, P = 16) gets copies 2 then 3 (8 -> 6 pixels each); the linear (P = 1) none
+    two = two_layer()
+    assert list(replica_counts(two, SMALL, 20)) == [3, 1]
+    assert evaluate(two, SMALL, "reprogram_best", 20)["cycles"] == math.ceil(16 / 3) * T_IN + 1 * T_IN == 14
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Properties, against a naive implementation of DESIGN.md 2.2.
 # ----------------------------------------------------------------------------------------------------------------
@@ -234,6 +324,21 @@ def naive_reprogram(net: NetworkShapes, cfg: HardwareConfig, n: int, batch: int)
         rounds = {k // n for k, o in enumerate(owner) if o == i}
         compute += len(rounds) * batch * s.P * cfg.input_steps
     return program + compute
+
+
+def naive_pingpong(net: NetworkShapes, cfg: HardwareConfig, half: int, batch: int) -> int:
+    """Per-batch steady-state cycles of rounds of `half` tiles on two halves: sum_r max(compute_r, writes_{r+1})."""
+    rows, owner = [], []
+    for i, s in enumerate(net.layers):
+        for _ in range(s.g):
+            for rb in range(math.ceil(s.L / cfg.rows)):
+                for _ in range(math.ceil(s.O * cfg.cols_per_weight / cfg.cols)):
+                    rows.append(min(cfg.rows, s.L - rb * cfg.rows))
+                    owner.append(i)
+    starts = list(range(0, len(rows), half))
+    writes = [max(rows[a : a + half]) * cfg.row_program_cycles for a in starts]
+    compute = [sum(batch * net.layers[i].P * cfg.input_steps for i in sorted(set(owner[a : a + half]))) for a in starts]
+    return sum(max(compute[r], writes[(r + 1) % len(starts)]) for r in range(len(starts)))
 
 
 layer_strategy = st.builds(
@@ -286,6 +391,45 @@ def test_reprogram_properties(net, cfg, batch):
         elif n <= exact:  # exactly the best layer-order greedy schedule on N' <= N crossbars
             assert rep["cycles_per_batch"] == min(naive[1 : n + 1])
         previous = rep["cycles"]
+    # the baseline at its best: never worse than today's baseline or ping-pong alone, never better than floor(N),
+    # the same energy, and never more cycles with more crossbars
+    previous_best = previous_pp = math.inf
+    for n in counts:
+        rep, pp, best = (evaluate(net, cfg, s, n, batch) for s in ("reprogram", "reprogram_pingpong", "reprogram_best"))
+        assert best["cycles"] <= rep["cycles"] and best["cycles"] <= pp["cycles"]
+        assert best["cycles"] <= previous_best and pp["cycles"] <= previous_pp
+        assert best["cycles"] >= best["floor_cycles"] and pp["cycles"] >= pp["floor_cycles"]
+        assert best["energy_j"] == pytest.approx(rep["energy_j"]) == pp["energy_j"]
+        assert best["crossbars_used"] <= n
+        if 2 <= n < tiles and n // 2 <= 12:  # ping-pong is the best steady-state schedule on halves N' <= N/2
+            assert pp["cycles_per_batch"] == min(naive_pingpong(net, cfg, h, batch) for h in range(1, n // 2 + 1))
+        previous_best, previous_pp = best["cycles"], pp["cycles"]
+
+
+@PROPERTY
+@given(net_strategy, config_strategy, st.integers(1, 3), st.sampled_from([1, 2, 3, 8]), st.sampled_from([1, 2, 5]))
+def test_write_limits_only_slow_the_baseline_and_stay_monotone(net, cfg, batch, write_cols, write_crossbars):
+    free = cfg
+    limited = cfg.replace(write_cols=min(write_cols, cfg.cols), write_crossbars=write_crossbars)
+    previous = math.inf
+    for n in range(1, total_tiles(net, cfg) + 3):
+        rep = evaluate(net, limited, "reprogram", n, batch)
+        best = evaluate(net, limited, "reprogram_best", n, batch)
+        assert rep["cycles"] >= evaluate(net, free, "reprogram", n, batch)["cycles"]
+        assert rep["cycles"] <= previous and best["cycles"] <= rep["cycles"]
+        previous = rep["cycles"]
+
+
+@PROPERTY
+@given(net_strategy, config_strategy, st.integers(1, 3))
+def test_digital_properties(net, cfg, batch):
+    previous = math.inf
+    for n in range(1, 40):
+        dig = evaluate(net, cfg, "digital", n, batch)
+        assert dig["cycles"] <= previous  # more lanes never slow it down
+        assert dig["cycles"] >= net.macs / (n * cfg.digital_lanes)  # no lane does more than one MAC per cycle
+        assert dig["energy_j"] == pytest.approx(net.macs * cfg.mac_energy(cfg.weight_bits))
+        previous = dig["cycles"]
 
 
 @PROPERTY
@@ -349,6 +493,46 @@ def test_any_bad_integer_field_is_named_with_its_value(field, value):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("call", "pattern"),
+    [
+        (
+            lambda: evaluate(one_conv(), SMALL, "reprogram", 10**30),
+            rf"n_crossbars={10**30} is not allowed; use an integer >= 1 and <= {MAX_CROSSBARS}",
+        ),
+        (
+            lambda: evaluate(one_conv(), SMALL, "digital", 4, batch=2**40),
+            rf"batch={2**40} is not allowed; use an integer >= 1 and <= {MAX_BATCH}",
+        ),
+        (lambda: floor_cycles(one_conv(), SMALL, 10**30), rf"n_crossbars={10**30} is not allowed"),
+        (lambda: SMALL.replace(rows=10**9), r"rows=1000000000 is not allowed; use an integer >= 1 and <= 65536"),
+        (
+            lambda: SMALL.replace(verify_iters=10**12),
+            r"verify_iters=1000000000000 is not allowed; use an integer >= 1 and <= 1000000",
+        ),
+        (
+            lambda: SMALL.replace(write_cols=0),
+            r"write_cols=0 is not allowed; use an integer >= 1 and <= 65536; or null",
+        ),
+        (lambda: SMALL.replace(write_crossbars=2.5), r"write_crossbars=2.5 is not allowed"),
+        (
+            lambda: SMALL.replace(t_write_iter=1e3),
+            r"t_write_iter=1000.0 is not allowed; use at most 1000000000 x t_cycle",
+        ),
+        (lambda: BasisSpec(n_basis=10**20), rf"n_basis={10**20} is not allowed; use an integer >= 1 and <= 65536"),
+        (
+            lambda: BasisSpec(8, 16, 1, coef_bits=0),
+            r"coef_bits=0 is not allowed; use an integer >= 1 and <= 32; or null",
+        ),
+        (lambda: BasisSpec(8, 16, 1, coef_quant="log"), r"coef_quant='log' is not allowed; allowed: uniform, pow2"),
+    ],
+)
+def test_absurd_sizes_are_rejected_with_the_allowed_range(call, pattern):
+    with pytest.raises(ValueError, match=pattern) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
 def test_invalid_inputs_raise_clear_errors():
     net = one_conv()
     with pytest.raises(ValueError, match=r"hardware preset 'slow' is unknown; allowed: default, fast_write"):
@@ -361,7 +545,9 @@ def test_invalid_inputs_raise_clear_errors():
         evaluate(net, SMALL, "basisn", 8, basis=BasisSpec(8, 32, 1))
     with pytest.raises(ValueError, match=r"n_crossbars=1 is not allowed for basisn: one basis copy needs 2"):
         evaluate(net, SMALL, "basisn", 1, basis=BASIS)
-    with pytest.raises(ValueError, match=r"scheme='dense' is not allowed; allowed: ideal, reprogram, basisn"):
+    with pytest.raises(
+        ValueError, match=r"scheme='dense' is not allowed; allowed: ideal, reprogram, reprogram_pingpong"
+    ):
         evaluate(net, SMALL, "dense", 4)
     with pytest.raises(ValueError, match=r"n_crossbars=0 is not allowed"):
         evaluate(net, SMALL, "reprogram", 0)
@@ -373,6 +559,20 @@ def test_invalid_inputs_raise_clear_errors():
         LayerShape("x", "conv", 0, 1, 1, 1)
     with pytest.raises(ValueError, match=r"kind='pool' is not allowed"):
         LayerShape("x", "pool", 1, 1, 1, 1)
+
+
+def test_device_presets_take_their_sources_values():
+    neurram, cell, neurosim = PRESETS["neurram"], PRESETS["neurram_cell"], PRESETS["neurosim_v21"]
+    # NeuRRAM wupdate_control.py: program_array 1 us pulses, iteration_limit 20; program_increment 100 ns, 10
+    assert (neurram.t_write_iter, neurram.verify_iters, neurram.row_program_cycles) == (1e-6, 20, 200)
+    assert (cell.t_write_iter, cell.verify_iters, cell.row_program_cycles) == (100e-9, 10, 10)
+    assert neurram.e_write_iter == pytest.approx(1.2**2 * 5.24e-6 * 1e-6, rel=1e-3)  # V^2·G·t
+    # NeuroSim V2.1 Param.cpp: 50 ns write pulse + 10 ns read pulse; 4 V on the mid-range of 1-10 uS
+    assert neurosim.t_write_iter == pytest.approx(60e-9) and neurosim.write_iter_cycles == 1
+    assert neurosim.e_write_iter == pytest.approx(4**2 * 5.5e-6 * 50e-9)
+    assert set(MAX_AS_MEAN) == {"neurram", "neurram_cell"} and set(MAX_AS_MEAN) <= set(PRESETS)
+    for config in PRESETS.values():  # the write-parallelism defaults are today's cheapest schedule
+        assert config.write_cols is None and config.write_crossbars is None
 
 
 def test_presets_are_valid_and_favour_cheap_writes():
@@ -450,9 +650,9 @@ def test_layer_shapes_of_a_basis_mapped_model(tmp_path):
 def test_sweep_is_tidy_and_ratios_match_evaluate():
     net = two_layer()
     frame = sweep(net, SMALL, [6, 8], n_basis=[4, 8], groups=[1, 2, 3], segment_len=16, batch=[1, 2])
-    # groups=3 divides neither n: left out; ideal and reprogram once per (N, B), basisn per (n, G) too
+    # groups=3 divides neither n: left out; the other schemes once per (N, B), basisn per (n, G) too
     assert set(frame["groups"].dropna()) == {1, 2}
-    assert len(frame) == 2 * 2 * (2 + 4)
+    assert len(frame) == 2 * 2 * (len(SCHEMES) - 1 + 4)
     one = evaluate(net, SMALL, "basisn", 8, 2, BasisSpec(8, 16, 2))["cycles"]
     row = frame[(frame.scheme == "basisn") & (frame.n_crossbars == 8) & (frame.batch == 2)]
     assert row[(row.n_basis == 8) & (row.groups == 2)]["cycles"].item() == one
@@ -473,13 +673,14 @@ SMALL_BLOCK = """
 hardware:
   preset: default
   overrides: {verify_iters: 20}
-  compare_presets: [fast_write]
+  compare_presets: [fast_write, neurram]
   networks: [cifar_resnet18]
   crossbars: [16, 64]
   report_crossbars: [16, 32]
   batch: 1
   basis: {n_basis: 64, segment_len: 128, groups: 1}
-  sweep: {groups: [1, 4], verify_iters: [5]}
+  sweep: {groups: [1, 4], verify_iters: [5], digital_lanes: [64], write_cols: [8], write_crossbars: [4],
+          verify_iters_share: [0.5, 1.0]}
 """
 
 
@@ -496,15 +697,34 @@ def test_hw_eval_writes_tables_and_prints_ratios(tmp_path, capsys):
     assert info["format"] == "basisn-hw-eval/1" and info["config"]["verify_iters"] == 20
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["network"]) == {"cifar_resnet18", "mine"}
-    assert set(summary["preset"]) == {"default", "fast_write"}
-    assert set(summary["scheme"]) == {"ideal", "reprogram", "basisn"}
+    assert set(summary["preset"]) == {"default", "fast_write", "neurram"}
+    assert set(summary["scheme"]) == set(SCHEMES)
+    assert "BasisN / digital" in printed and "BasisN / the best baseline option" in printed
+    assert "s of evaluation" in printed
     sweep_frame = pd.read_csv(out / "sweep.csv")
-    assert set(sweep_frame["sweep"]) == {"groups", "verify_iters"}
+    assert set(sweep_frame["sweep"]) == {
+        "groups",
+        "verify_iters",
+        "digital_lanes",
+        "write_cols",
+        "write_crossbars",
+        "verify_iters_share",
+    }
+    shares = sweep_frame[sweep_frame["sweep"] == "verify_iters_share"]
+    assert set(shares["preset"]) == {"neurram"} and set(shares["verify_iters"]) == {10, 20}  # half of 20, 20
+    lanes = sweep_frame[(sweep_frame["sweep"] == "digital_lanes") & (sweep_frame["scheme"] == "digital")]
+    assert set(lanes["digital_lanes"]) == {64}
+    assert set(pd.read_csv(out / "sweep_ratios.csv")["verify_iters_share"].dropna()) == {0.5, 1.0}
     r = pd.read_csv(out / "ratios.csv")
     row = summary[(summary.network == "cifar_resnet18") & (summary.n_crossbars == 16) & (summary.preset == "default")]
     expected = row[row.scheme == "basisn"]["cycles"].item() / row[row.scheme == "reprogram"]["cycles"].item()
     got = r[(r.network == "cifar_resnet18") & (r.n_crossbars == 16) & (r.preset == "default")]["cycles_ratio"]
     assert got.item() == pytest.approx(expected)
+    both = row.set_index("scheme")["cycles"]
+    mine = r[(r.network == "cifar_resnet18") & (r.n_crossbars == 16) & (r.preset == "default")]
+    assert mine["cycles_ratio_digital"].item() == pytest.approx(both["basisn"] / both["digital"])
+    assert mine["cycles_ratio_best"].item() == pytest.approx(both["basisn"] / both["reprogram_best"])
+    assert mine["cycles_ratio_best"].item() >= mine["cycles_ratio"].item()  # the best baseline is never slower
     layers = pd.read_csv(out / "layers.csv")
     assert set(layers["n_crossbars"]) == {16, 32}
     assert np.isin(["reads", "digital", "bound", "energy_write_j"], layers.columns).all()
@@ -519,6 +739,10 @@ def test_hw_eval_writes_tables_and_prints_ratios(tmp_path, capsys):
         ("hardware: {networks: [vgg16]}", "hardware.networks contains 'vgg16'"),
         ("hardware: {crossbars: [2, 16]}", "hardware.crossbars contains 2; basisn needs at least 4"),
         ("hardware: {sweep: {lanes: [1]}}", "hardware.sweep.lanes is unknown"),
+        ("hardware: {crossbars: [1000000000000000000]}", "hardware.crossbars contains 1000000000000000000; allowed"),
+        ("hardware: {sweep: {verify_iters_share: [0, 1]}}", "hardware.sweep.verify_iters_share=[0, 1] is not"),
+        ("hardware: {sweep: {write_cols: [100000]}}", "write_cols=100000 is not allowed"),
+        ("hardware: {basis: {coef_quant: log}}", "coef_quant='log' is not allowed"),
         ("hardware: {basis: {groups: 3}}", "groups=3 is not allowed"),
     ],
 )

@@ -33,6 +33,7 @@ KERNEL = "basisn"
 WORKERS = int(os.environ.get("BASISN_NOTEBOOK_WORKERS", "4"))
 FIGURE, TABLE = ("pdf", "png"), ("csv", "tex", "md")
 
+BEST_DIGITAL = ["cycles_ratio_best", "edp_ratio_best", "cycles_ratio_digital", "edp_ratio_digital"]
 # notebook -> figures (stems) and tables (stem -> columns that must be there)
 NOTEBOOKS: dict[str, dict] = {
     "overhead": {
@@ -84,9 +85,13 @@ NOTEBOOKS: dict[str, dict] = {
                 "n_crossbars",
                 "ideal",
                 "reprogram",
+                "reprogram_best",
                 "basisn",
+                "digital",
                 "floor_cycles",
                 "basisn_over_reprogram",
+                "basisn_over_best",
+                "basisn_over_digital",
                 "basisn_over_ideal",
             ],
         },
@@ -99,11 +104,17 @@ NOTEBOOKS: dict[str, dict] = {
                 "n_crossbars",
                 "cycles_vs_reprogram",
                 "edp_vs_reprogram",
+                "cycles_vs_best",
+                "edp_vs_best",
+                "best_option",
+                "cycles_vs_digital",
+                "edp_vs_digital",
+                "beats_digital_edp",
                 "cycles_vs_ideal",
                 "edp_vs_ideal",
             ],
-            "headline_groups": ["network", "n_crossbars", "groups", "cycles_ratio", "edp_ratio"],
-            "headline_presets": ["preset", "network", "n_crossbars", "cycles_ratio", "edp_ratio"],
+            "headline_groups": ["network", "n_crossbars", "groups", "cycles_ratio", "edp_ratio", *BEST_DIGITAL],
+            "headline_presets": ["preset", "network", "n_crossbars", "cycles_ratio", "edp_ratio", *BEST_DIGITAL],
         },
     },
     "energy": {
@@ -283,6 +294,8 @@ def test_cycles_rows(executed, hw):
     assert (cycles["reprogram"] >= cycles["floor_cycles"]).all()
     ratio = (cycles["basisn"] / cycles["reprogram"]).to_numpy()
     assert cycles["basisn_over_reprogram"].to_numpy() == pytest.approx(ratio)
+    assert (cycles["reprogram_best"] <= cycles["reprogram"]).all(), "the best baseline is never slower"
+    assert cycles["basisn_over_digital"].to_numpy() == pytest.approx((cycles["basisn"] / cycles["digital"]).to_numpy())
     assert {f"reprogram_{p}" for p in hw["params"]["compare_presets"]} <= set(cycles.columns)
 
 
@@ -295,6 +308,13 @@ def test_headline_rows(executed, hw):
     assert len(merged) == len(headline)
     assert merged["cycles_vs_reprogram"].to_numpy() == pytest.approx(merged["cycles_ratio"].to_numpy())
     assert merged["edp_vs_reprogram"].to_numpy() == pytest.approx(merged["edp_ratio"].to_numpy())
+    for mine, theirs in [("vs_best", "ratio_best"), ("vs_digital", "ratio_digital")]:
+        for metric in ("cycles", "energy", "edp"):
+            assert merged[f"{metric}_{mine}"].to_numpy() == pytest.approx(merged[f"{metric}_{theirs}"].to_numpy())
+    assert (headline["cycles_vs_best"] >= headline["cycles_vs_reprogram"] * (1 - 1e-12)).all()
+    assert (headline["edp_below_1pct"] == (headline["edp_vs_best"] < 0.01)).all(), "judged against the best baseline"
+    assert (headline["beats_digital_edp"] == (headline["edp_vs_digital"] < 1)).all()
+    assert set(headline["best_option"]) <= {"plain", "pingpong", "fits", "replicated"}
     groups = table(executed, "headline", "headline_groups")
     assert len(groups) == networks * report * len(hw["params"]["sweep"]["groups"])
     presets = table(executed, "headline", "headline_presets")
@@ -304,8 +324,15 @@ def test_headline_rows(executed, hw):
 
 def test_energy_rows(executed, hw):
     energy = table(executed, "energy", "energy_breakdown")
-    assert len(energy) == len(hw["networks"]) * 3 * 5
-    assert set(energy["scheme"]) == {"ideal", "reprogram", "basisn"}
+    schemes, terms = (
+        {"ideal", "reprogram", "basisn", "digital"},
+        {"xbar", "adc", "shift_add", "coef_mac", "mac", "write"},
+    )
+    assert len(energy) == len(hw["networks"]) * len(schemes) * len(terms)
+    assert set(energy["scheme"]) == schemes and set(energy["term"]) == terms
+    digital = energy[energy["scheme"] == "digital"]
+    assert (digital.loc[digital["term"] != "mac", "energy_j"] == 0).all(), "no crossbar, no write"
+    assert (energy.loc[energy["scheme"] != "digital"].query("term == 'mac'")["energy_j"] == 0).all()
     assert energy.groupby(["network", "scheme"])["share"].sum().to_numpy() == pytest.approx(1.0)
     summary = pd.read_csv(FIXTURES / "hardware" / "summary.csv")
     n = int(energy["n_crossbars"].iloc[0])
@@ -462,3 +489,15 @@ def test_docs_list_every_file_with_its_stage():
             row = next((r for r in rows if f"`paper_figures/{file}`" in r), None)
             assert row is not None, f"docs/figures.md does not list {file}"
             assert f"`dvc repro {stage_name}`" in row, f"docs/figures.md: {file} is made by {stage_name}"
+
+
+def test_network_style_tells_datasets_apart_by_line_style_not_hue():
+    from basisn.figures import DATASET_DASHES, network_style
+
+    style = network_style(["resnet18", "cifar_resnet18", "densenet121", "cifar_densenet121", "pipeline_model"])
+    by = style.set_index("network")
+    assert by.loc["resnet18", "color"] == by.loc["cifar_resnet18", "color"]  # one hue per architecture
+    assert by.loc["resnet18", "dataset"] == "ImageNet" and by.loc["cifar_resnet18", "dataset"] == "CIFAR-100"
+    assert by.loc["pipeline_model", "dataset"] == "other"
+    assert len(set(style["color"])) == 3  # resnet18, densenet121, pipeline_model
+    assert len({DATASET_DASHES[d] for d in style["dataset"]}) == 3  # solid, dashed, dotted

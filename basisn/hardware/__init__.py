@@ -2,7 +2,8 @@
 
 Public API (docs/hardware.md): ``HardwareConfig``, ``BasisSpec``, ``PRESETS``, ``preset``; ``layer_shapes``,
 ``LayerShape``, ``NetworkShapes``, ``save_shapes``, ``load_shapes``; ``evaluate``, ``evaluate_all``, ``sweep``,
-``ratios``, ``floor_cycles``, ``min_crossbars``, ``total_tiles``, ``SCHEMES``. The CLI is ``basisn hw-eval``
+``ratios``, ``floor_cycles``, ``min_crossbars``, ``total_tiles``, ``replica_counts``, ``SCHEMES`` (ideal, reprogram,
+reprogram_pingpong, reprogram_best, basisn, digital). The CLI is ``basisn hw-eval``
 (``basisn.hardware.report``). Importing this package needs only torch, numpy and pandas.
 """
 
@@ -16,6 +17,7 @@ from basisn.hardware.cost import (
     floor_cycles,
     min_crossbars,
     ratios,
+    replica_counts,
     sweep,
     total_tiles,
 )
@@ -38,6 +40,7 @@ __all__ = [
     "min_crossbars",
     "preset",
     "ratios",
+    "replica_counts",
     "save_shapes",
     "sweep",
     "total_tiles",

@@ -13,8 +13,15 @@ Sources (full references in docs/hardware.md):
   Architectures in Online Learning", IEEE TCAD 2018; code github.com/neurosim/MLP_NeuroSim_V3.0, Cell.cpp
   (RealDevice: 2 V write pulses of 80 ns, conductance 0.476-10 uS; IdealDevice: 2 V pulses of 10 ns, conductance
   0.1-5 uS, read pulse 5 ns).
-- Horowitz: M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014 (45 nm: 8-bit
-  integer multiply 0.2 pJ, 32-bit integer add 0.1 pJ).
+- Horowitz: M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, Fig. 1.1.9
+  (45 nm, 0.9 V: 8-bit integer add 0.03 pJ, 8-bit multiply 0.2 pJ, 32-bit add 0.1 pJ, 32-bit multiply 3.1 pJ).
+- NeuRRAM: W. Wan et al., "A compute-in-memory chip based on resistive random-access memory", Nature 608,
+  504-512 (2022); the authors' code github.com/weierwan/Neurram_48core, python/wupdate_control.py:
+  `program_array` (array programming: pulse_width=1e-6 s, iteration_limit=20, set voltages from 1.2 V, one cell
+  at a time: it loops over rows and columns and selects one of each with `write_reg`) and `program_increment`
+  (single-cell programming: pulse_width=1e-7 s, iteration_limit=10). Both limits are maxima, not means.
+- NeuroSim V2.1: github.com/neurosim/DNN_NeuroSim_V2.1, Training_pytorch/NeuroSIM/Param.cpp (writeVoltage = 4 V,
+  writePulseWidth = 50 ns, readPulseWidth = 10 ns, resistanceOn = 100 kOhm, resistanceOff = 1 MOhm).
 - DESIGN.md 2.4: the prototype of these formulas (not a measurement; kept as a preset to check our numbers).
 """
 
@@ -25,9 +32,25 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-INT_FIELDS = ("rows", "cols", "cell_bits", "weight_bits", "input_bits", "dac_bits", "verify_iters", "digital_lanes")
+# Largest accepted value of each integer field: far beyond any chip, small enough that every count the model
+# forms (cycles, cells, MACs) stays exact in int64 instead of overflowing.
+INT_LIMITS = {
+    "rows": 1 << 16,
+    "cols": 1 << 16,
+    "cell_bits": 32,
+    "weight_bits": 32,
+    "input_bits": 32,
+    "dac_bits": 32,
+    "verify_iters": 1_000_000,
+    "digital_lanes": 1 << 20,
+}
+INT_FIELDS = tuple(INT_LIMITS)
+OPTIONAL_INT_LIMITS = {"write_cols": 1 << 16, "write_crossbars": 1 << 24}  # None: no limit (today's schedule)
 TIME_FIELDS = ("t_cycle", "t_write_iter")
-ENERGY_FIELDS = ("e_xbar_step", "e_adc", "e_shift_add", "e_coef_mac", "e_write_iter")
+ENERGY_FIELDS = ("e_xbar_step", "e_adc", "e_shift_add", "e_coef_mac", "e_add", "e_shift", "e_write_iter")
+MAX_CROSSBARS = 1 << 24  # n_crossbars accepted by the cost model (16.7 million crossbars)
+MAX_BATCH = 1 << 24  # images per batch accepted by the cost model
+MAX_WRITE_ITER_CYCLES = 1_000_000_000  # t_write_iter / t_cycle
 
 
 @dataclass(frozen=True)
@@ -48,9 +71,14 @@ class HardwareConfig:
     # --- timing -----------------------------------------------------------------------------------------------
     t_cycle: float = 100e-9  # one input step through one crossbar incl. ADC of its columns. ISAAC section IV: 100 ns.
     verify_iters: int = 10  # N_wv write+verify iterations per cell. Uncertain (no device paper adopted): half the
-    # DESIGN.md 2.4 prototype's 20, which favours the baseline; swept 1..50 in hw-eval.
+    # DESIGN.md 2.4 prototype's 20, which favours the baseline; swept 1..100 in hw-eval.
     t_write_iter: float = 180e-9  # one write pulse + one verify read: NeuroSim RealDevice write pulse 80 ns
     # + a verify read through the column ADC = one ISAAC crossbar read (100 ns).
+    write_cols: int | None = None  # cells of a row written in parallel per crossbar; None: the whole row at once
+    # (docs/method.md §2.1, the cheapest schedule: favours the baseline). NeuRRAM's own code writes one cell at a time
+    # (wupdate_control.py program_array); swept in hw-eval.
+    write_crossbars: int | None = None  # crossbars written at once (write drivers / charge pumps); None: every
+    # crossbar of a round at once (docs/method.md §2.1: favours the baseline). No source gives a number; swept.
     # --- BasisN combination unit --------------------------------------------------------------------------------
     digital_lanes: int = 128  # coefficient MACs per crossbar per t_cycle: one MAC unit per crossbar clocked at
     # the rate ISAAC's ADC delivers that crossbar's outputs (128 conversions per 100 ns). Our assumption.
@@ -60,14 +88,25 @@ class HardwareConfig:
     e_adc: float = 1.667e-12  # one 8-bit conversion. ISAAC Table I: 2 mW per ADC / 1.2 GS/s.
     e_shift_add: float = 0.0208e-12  # one column output shifted and added. ISAAC Table I: 0.2 mW for 4 units
     # / (8 ADCs x 1.2 GS/s) = 0.0208 pJ.
-    e_coef_mac: float = 0.3e-12  # one coefficient MAC (multiply + accumulate). Horowitz ISSCC 2014, 45 nm:
-    # 8-bit mult 0.2 pJ + 32-bit add 0.1 pJ (not scaled to 32 nm: favours the baseline).
+    e_coef_mac: float = 0.3e-12  # one 8-bit x 8-bit MAC (multiply + accumulate). Horowitz ISSCC 2014, 45 nm:
+    # 8-bit mult 0.2 pJ + 32-bit add 0.1 pJ (not scaled to 32 nm: favours the baseline). A b-bit uniform
+    # coefficient pays e_add + (e_coef_mac - e_add)·b/8 (a multiplier's energy grows with the product of its
+    # widths: Horowitz's 32-bit multiply, 3.1 pJ, is 15.5x the 8-bit one for 16x the width product). The digital
+    # scheme's dense MACs pay the same at weight_bits.
+    e_add: float = 0.1e-12  # the accumulate of a MAC: one 32-bit integer add. Horowitz ISSCC 2014, 45 nm.
+    e_shift: float = 0.03e-12  # the shift of a pow2 coefficient (a shift and an add, no multiply): charged as one
+    # 8-bit add, Horowitz ISSCC 2014, 45 nm (our assumption for a barrel shifter on an 8-bit value; costs BasisN
+    # more than a fixed wire shift would).
     e_write_iter: float = 1.68e-12  # one cell, one write+verify iteration: V^2·G·t of the NeuroSim RealDevice
     # pulse, 2 V, mid-range G = 5.24 uS, 80 ns; verify and driver energy not charged (favours the baseline).
 
     def __post_init__(self) -> None:
-        for name in INT_FIELDS:
-            check_int(name, getattr(self, name))
+        for name, high in INT_LIMITS.items():
+            check_int(name, getattr(self, name), high=high)
+        for name, high in OPTIONAL_INT_LIMITS.items():
+            value = getattr(self, name)
+            if value is not None:
+                check_int(name, value, high=high, none="; or null for no limit")
         for name in TIME_FIELDS:
             value = getattr(self, name)
             if not _is_real(value) or not math.isfinite(value) or value <= 0:
@@ -76,6 +115,11 @@ class HardwareConfig:
             value = getattr(self, name)
             if not _is_real(value) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name}={value!r} is not allowed; use a finite energy in joules >= 0")
+        if self.t_write_iter / self.t_cycle > MAX_WRITE_ITER_CYCLES:
+            raise ValueError(
+                f"t_write_iter={self.t_write_iter!r} is not allowed; use at most {MAX_WRITE_ITER_CYCLES} x "
+                f"t_cycle={self.t_cycle!r}"
+            )
         if self.cell_bits > self.weight_bits:
             raise ValueError(f"cell_bits={self.cell_bits} is not allowed; use at most weight_bits={self.weight_bits}")
         if self.dac_bits > self.input_bits:
@@ -113,6 +157,22 @@ class HardwareConfig:
         return self.verify_iters * self.write_iter_cycles
 
     @property
+    def write_passes(self) -> int:
+        """Passes needed to write a full row of C cells, `write_cols` at a time (1 with the default)."""
+        return 1 if self.write_cols is None else -(-self.cols // self.write_cols)
+
+    def mac_energy(self, bits: int | None, quant: str = "uniform") -> float:
+        """One MAC of a `bits`-bit `quant` operand with a column/activation value (None bits: 8, as e_coef_mac).
+
+        uniform: e_add + (e_coef_mac - e_add)·bits/8 (multiplier energy ~ width product, Horowitz ISSCC 2014);
+        pow2: e_add + e_shift (sign·2^e is a shift and an add, no multiply).
+        """
+        if quant == "pow2":
+            return self.e_add + self.e_shift
+        width = 8 if bits is None else bits
+        return self.e_add + max(0.0, self.e_coef_mac - self.e_add) * width / 8
+
+    @property
     def e_step(self) -> float:
         """Energy of one crossbar step: e_xbar_step + C·e_adc + C·e_shift_add (DESIGN.md 2.3)."""
         return self.e_xbar_step + self.cols * (self.e_adc + self.e_shift_add)
@@ -135,9 +195,11 @@ def _is_real(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def check_int(name: str, value: object, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}={value!r} is not allowed; use an integer >= {low}")
+def check_int(name: str, value: object, low: int = 1, high: int | None = None, none: str = "") -> None:
+    """A one-line ValueError naming `name`, `value` and the allowed range unless low <= value <= high."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        allowed = f"an integer >= {low}" + (f" and <= {high}" if high is not None else "")
+        raise ValueError(f"{name}={value!r} is not allowed; use {allowed}{none}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -153,6 +215,26 @@ PRESET_CHANGES: dict[str, dict[str, Any]] = {
     # The prototype of DESIGN.md 2.4 (1 us per write+verify iteration, N_wv = 20): kept to check our numbers
     # against it (BasisN/reprogram about 4.5% for ResNet-18 at N = 64, about 1.1% with G = 4). Not a device.
     "design_prototype": {"t_write_iter": 1e-6, "verify_iters": 20},
+    # NeuRRAM's array programming (wupdate_control.py `program_array`): 1 us pulses, iteration_limit=20 used here as
+    # the mean (it is a maximum: costs the baseline more; swept as `verify_iters_share`). The verify read is not
+    # charged (favours the baseline). Energy V^2·G·t: the lowest set voltage of program_array, 1.2 V, NeuroSim
+    # RealDevice mid-range G = 5.24 uS (no NeuRRAM conductance adopted), 1 us -> 7.55 pJ. Rows are written whole
+    # (write_cols None), although the chip's code writes one cell at a time: favours the baseline.
+    "neurram": {"t_write_iter": 1e-6, "verify_iters": 20, "e_write_iter": 7.55e-12},
+    # NeuRRAM's single-cell programming (wupdate_control.py `program_increment` defaults): 100 ns pulses (one
+    # t_cycle), iteration_limit=10 used as the mean (a maximum). Energy: 1.2 V, 5.24 uS, 100 ns -> 0.755 pJ.
+    "neurram_cell": {"t_write_iter": 100e-9, "verify_iters": 10, "e_write_iter": 0.755e-12},
+    # NeuroSim V2.1 defaults (Param.cpp): 50 ns write pulses at 4 V, verified by one 10 ns read pulse -> 60 ns,
+    # one t_cycle per iteration. Energy V^2·G·t: 4 V, mid-range G = 5.5 uS (R_on 100 kOhm, R_off 1 MOhm), 50 ns
+    # -> 4.4 pJ. NeuroSim does not write-and-verify; N_wv stays at the default 10 (our assumption).
+    "neurosim_v21": {"t_write_iter": 60e-9, "e_write_iter": 4.4e-12},
+}
+
+# Presets whose verify_iters is a source's maximum iteration count used as if it were the mean (docs/method.md §2.1
+# charges N_wv iterations to every row); hw-eval sweeps a share of it (`sweep.verify_iters_share`).
+MAX_AS_MEAN: dict[str, str] = {
+    "neurram": "wupdate_control.py program_array iteration_limit=20 (a maximum)",
+    "neurram_cell": "wupdate_control.py program_increment iteration_limit=10 (a maximum)",
 }
 
 PRESETS: dict[str, HardwareConfig] = {name: HardwareConfig(**changes) for name, changes in PRESET_CHANGES.items()}
@@ -165,18 +247,32 @@ def preset(name: str = "default", **overrides: Any) -> HardwareConfig:
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
 
 
+COEF_QUANTS = ("uniform", "pow2")
+BASIS_KEYS = ("n_basis", "segment_len", "groups", "coef_bits", "coef_quant")
+
+
 @dataclass(frozen=True)
 class BasisSpec:
-    """The basis of a BasisN mapping (DESIGN.md 1.1): n vectors of length m, split into G groups."""
+    """The basis of a BasisN mapping (DESIGN.md 1.1): n vectors of length m, split into G groups.
+
+    `coef_bits` / `coef_quant` describe the coefficient quantizer; they set the energy of one coefficient MAC
+    (HardwareConfig.mac_energy: a pow2 coefficient is a shift and an add). coef_bits None: charged as 8 bits.
+    """
 
     n_basis: int = 64  # n: DESIGN.md 1.1 default
     segment_len: int = 128  # m = R: DESIGN.md 1.1 default
     groups: int = 1  # G: 1 = dense coefficients
+    coef_bits: int | None = None  # None: unknown, charged as an 8-bit multiply (the most expensive we cost)
+    coef_quant: str = "uniform"  # uniform | pow2
 
     def __post_init__(self) -> None:
-        check_int("n_basis", self.n_basis)
-        check_int("segment_len", self.segment_len)
-        check_int("groups", self.groups)
+        check_int("n_basis", self.n_basis, high=INT_LIMITS["rows"])
+        check_int("segment_len", self.segment_len, high=INT_LIMITS["rows"])
+        check_int("groups", self.groups, high=INT_LIMITS["rows"])
+        if self.coef_bits is not None:
+            check_int("coef_bits", self.coef_bits, high=32, none="; or null")
+        if self.coef_quant not in COEF_QUANTS:
+            raise ValueError(f"coef_quant={self.coef_quant!r} is not allowed; allowed: {', '.join(COEF_QUANTS)}")
         if self.n_basis > self.segment_len:
             raise ValueError(
                 f"n_basis={self.n_basis} is not allowed; use at most segment_len={self.segment_len} "
@@ -196,8 +292,8 @@ class BasisSpec:
                 f"segment_len={self.segment_len} is not allowed; use at most the crossbar rows R={config.rows}"
             )
 
-    def as_dict(self) -> dict[str, int]:
-        return {"n_basis": self.n_basis, "segment_len": self.segment_len, "groups": self.groups}
+    def as_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in BASIS_KEYS}
 
 
 def as_basis(basis: BasisSpec | dict[str, int] | None, default: BasisSpec | None = None) -> BasisSpec:
@@ -207,8 +303,8 @@ def as_basis(basis: BasisSpec | dict[str, int] | None, default: BasisSpec | None
     if isinstance(basis, BasisSpec):
         return basis
     if isinstance(basis, dict):
-        unknown = sorted(set(basis) - {"n_basis", "segment_len", "groups"})
+        unknown = sorted(set(basis) - set(BASIS_KEYS))
         if unknown:
-            raise ValueError(f"basis key {unknown[0]!r} is unknown; allowed: n_basis, segment_len, groups")
+            raise ValueError(f"basis key {unknown[0]!r} is unknown; allowed: {', '.join(BASIS_KEYS)}")
         return BasisSpec(**basis)
     raise ValueError(f"basis={basis!r} is not allowed; pass a BasisSpec, a dict or None")

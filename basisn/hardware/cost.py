@@ -1,8 +1,19 @@
-"""The crossbar cost model: cycles, latency, energy and EDP of `ideal`, `reprogram` and `basisn` (DESIGN.md 2).
+"""The crossbar cost model: cycles, latency, energy and EDP of every scheme of SCHEMES (DESIGN.md 2).
+
+Schemes: `ideal`, `reprogram` (today's baseline), `reprogram_pingpong` (the next round written on one half of
+the crossbars while the other computes), `reprogram_best` (the cheapest of the baseline's options, replicas on
+spare crossbars when everything fits), `basisn`, and `digital` (the BasisN unit's MAC lanes running the dense
+network without crossbars, docs/method.md §2.4).
 
 Pure NumPy from layer shapes alone, vectorised over layers. Names follow DESIGN.md 2.2-2.4: per layer l,
 P_l, g_l, L_l, O_l (shapes), t_l dense tiles, s_l segments; R, C, cpw, T_in, N_wv from the HardwareConfig; N
 crossbars; B images per batch. Cycles are counted per batch and reported per inference (divided by B).
+
+The baseline's options (docs/hardware.md section 2): write parallelism (`write_cols` cells of a row and
+`write_crossbars` crossbars written at once; by default whole rows of every crossbar of a round, the cheapest
+schedule), ping-pong halves in the steady state, and replicas of layers on spare crossbars once everything fits;
+`reprogram_best` takes the fastest, at the same energy. Coefficient MACs are charged by the basis's quantizer
+(`HardwareConfig.mac_energy`: a pow2 coefficient is a shift and an add).
 
 Two refinements of the DESIGN.md formulas keep the properties the issue requires; both favour the baseline or
 are neutral, and docs/hardware.md explains them:
@@ -18,25 +29,37 @@ are neutral, and docs/hardware.md explains them:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from basisn.hardware.config import BasisSpec, HardwareConfig, as_basis, check_int
+from basisn.hardware.config import (
+    FIELD_NAMES,
+    MAX_BATCH,
+    MAX_CROSSBARS,
+    BasisSpec,
+    HardwareConfig,
+    as_basis,
+    check_int,
+)
 from basisn.hardware.shapes import NetworkShapes
 
-SCHEMES = ("ideal", "reprogram", "basisn")
-ENERGY_TERMS = ("xbar", "adc", "shift_add", "coef_mac", "write")
+SCHEMES = ("ideal", "reprogram", "reprogram_pingpong", "reprogram_best", "basisn", "digital")
+BASELINE_OPTIONS = ("reprogram", "reprogram_pingpong", "reprogram_best")  # the reprogramming baseline's schedules
+ENERGY_TERMS = ("xbar", "adc", "shift_add", "coef_mac", "mac", "write")
 INT_COLUMNS = (
     "n_basis segment_len groups copies xbars_per_read basis_crossbars dense_crossbars digital_bound_layers "
-    "reads_bound_layers"
+    "reads_bound_layers coef_bits write_cols write_crossbars round_size"
 ).split()
 LAYER_COLUMNS = (
-    "layer name kind P g L O macs mapped tiles rounds segments reads digital bound compute_cycles program_cycles "
-    "cycles latency_s energy_xbar_j energy_adc_j energy_shift_add_j energy_coef_mac_j energy_write_j energy_j"
+    "layer name kind P g L O macs mapped tiles copies rounds segments reads digital bound compute_cycles "
+    "program_cycles cycles latency_s energy_xbar_j energy_adc_j energy_shift_add_j energy_coef_mac_j energy_mac_j "
+    "energy_write_j energy_j"
 ).split()
 
 
@@ -46,14 +69,88 @@ def _ceil_div(a: Any, b: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Dense tiling and the greedy round schedule of the reprogramming baseline.
+# Dense tiling and the round schedules of the reprogramming baseline.
 # ----------------------------------------------------------------------------------------------------------------
+TABLE_MIN_SIZES = 4096  # round tables are built for at least this many sizes (one build serves the whole N grid)
+
+
+class _RangeMax:
+    """Maxima of values[start:stop] for many (start, stop) at once: a sparse table of power-of-two windows."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        n = len(values)
+        table = [values]
+        while (1 << len(table)) <= n:  # level k holds the maxima of the windows of length 2^k
+            half = 1 << (len(table) - 1)
+            table.append(np.maximum(table[-1][:-half], table[-1][half:]))
+        self.padded = np.zeros((len(table), n), dtype=values.dtype)
+        for k, row in enumerate(table):
+            self.padded[k, : len(row)] = row
+
+    def __call__(self, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
+        level = np.floor(np.log2(stop - start)).astype(np.int64)
+        return np.maximum(self.padded[level, start], self.padded[level, stop - (1 << level)])
+
+
+class _RoundTable:
+    """Every candidate round size N' at once: per round, its write steps and its compute (sum of P_l).
+
+    A round of N' tiles (consecutive in layer order) is written `write_crossbars` (w) crossbars at a time, in
+    waves of consecutive tiles; a wave costs its largest write steps. Sizes N' <= w are one wave; larger sizes are
+    multiples of w (whole waves; a partial wave would only add a wave), so waves align with the tile sequence and
+    a round's writes are a difference of prefix sums. Size index i covers `sizes[i]`.
+    """
+
+    def __init__(self, tiling: _Tiling, steps: np.ndarray, write_crossbars: int | None, n_max: int) -> None:
+        total = tiling.total
+        w = write_crossbars
+        if w is None or w >= n_max:
+            sizes = np.arange(1, n_max + 1, dtype=np.int64)
+        else:
+            sizes = np.concatenate([np.arange(1, w + 1), np.arange(2 * w, n_max + 1, w)]).astype(np.int64)
+        counts = _ceil_div(total, sizes)
+        size_of_block = np.repeat(sizes, counts)
+        first_block = np.cumsum(counts) - counts
+        index_in_size = np.arange(int(counts.sum())) - np.repeat(first_block, counts)
+        start = index_in_size * size_of_block
+        stop = np.minimum(start + size_of_block, total)
+        owner = np.repeat(np.arange(len(sizes)), counts)
+        range_max = _RangeMax(steps)
+        if w is None or w >= n_max:
+            prog = range_max(start, stop)
+        else:
+            wave_starts = np.arange(0, total, w)
+            waves = range_max(wave_starts, np.minimum(wave_starts + w, total))
+            cum = np.concatenate([[0], np.cumsum(waves)])
+            prog = np.where(size_of_block <= w, range_max(start, stop), cum[_ceil_div(stop, w)] - cum[start // w])
+        cum_p = np.concatenate([[0], np.cumsum(tiling.P)])
+        layer = tiling.layer_of_tile
+        comp = cum_p[layer[stop - 1] + 1] - cum_p[layer[start]]
+        following = np.arange(len(owner)) + 1  # the next round of the same size, cyclic (steady state)
+        following[first_block + counts - 1] = first_block
+        self.n_max, self.sizes, self.owner = n_max, sizes, owner
+        self.prog, self.comp, self.following = prog, comp, following
+        self.prog_sum = np.bincount(owner, weights=prog, minlength=len(sizes))
+        self.comp_sum = np.bincount(owner, weights=comp, minlength=len(sizes))
+        self._costs: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def costs(self, row_cycles: int, compute_cycles: int) -> tuple[np.ndarray, np.ndarray]:
+        """(plain, ping-pong) cycles per batch for every size: writes cost `row_cycles` per write step, a round
+        `compute_cycles` per unit of P. Ping-pong: sum_r max(compute_r, writes of round r+1)."""
+        key = (row_cycles, compute_cycles)
+        if key not in self._costs:
+            plain = self.prog_sum * row_cycles + self.comp_sum * compute_cycles
+            overlap = np.maximum(self.prog[self.following] * row_cycles, self.comp * compute_cycles)
+            self._costs[key] = (plain, np.bincount(self.owner, weights=overlap, minlength=len(self.sizes)))
+        return self._costs[key]
+
+
 class _Tiling:
     """Dense tiles of a network in layer order (DESIGN.md 2.2): t_l = g·ceil(L/R)·ceil(O·cpw/C).
 
     Tiles of a layer are ordered group, row block, column block; a tile's rows_used is R except in the last row
-    block (L - (ceil(L/R)-1)·R). `greedy(n_max)` tabulates, for every round size N' = 1..n_max, the two parts of
-    the greedy schedule's cost: sum over rounds of max rows_used, and sum over layers of rounds_l·P_l.
+    block (L - (ceil(L/R)-1)·R), its cols_used C except in the last column block. Writing a tile takes
+    rows_used · ceil(cols_used / write_cols) row writes (`write_steps`).
     """
 
     def __init__(self, shapes: NetworkShapes, rows: int, cols: int, cpw: int) -> None:
@@ -66,61 +163,61 @@ class _Tiling:
         self.last = self.first + self.tiles - 1
         self.total = int(self.tiles.sum())
         last_rows = self.L - (self.row_blocks - 1) * rows
-        parts = []
-        for rb, cb, g, lr in zip(self.row_blocks, self.col_blocks, self.g, last_rows):
-            per_group = np.full(int(rb), rows, dtype=np.int64)
-            per_group[-1] = lr
-            parts.append(np.tile(np.repeat(per_group, int(cb)), int(g)))
-        self.rows_used = np.concatenate(parts)
+        last_cols = self.O * cpw - (self.col_blocks - 1) * cols
+        row_parts, col_parts = [], []
+        for rb, cb, g, lr, lc in zip(self.row_blocks, self.col_blocks, self.g, last_rows, last_cols):
+            per_rows = np.full(int(rb), rows, dtype=np.int64)
+            per_rows[-1] = lr
+            per_cols = np.full(int(cb), cols, dtype=np.int64)
+            per_cols[-1] = lc
+            row_parts.append(np.tile(np.repeat(per_rows, int(cb)), int(g)))
+            col_parts.append(np.tile(np.tile(per_cols, int(rb)), int(g)))
+        self.rows_used = np.concatenate(row_parts)
+        self.cols_used = np.concatenate(col_parts)
         self.layer_of_tile = np.repeat(np.arange(len(self.tiles)), self.tiles)
         self.cells = self.g * self.L * self.O * cpw  # cells holding weights (written on every reprogramming)
-        self._sums = np.zeros(1, dtype=np.int64)  # index N': sum_r max rows_used (index 0 unused)
-        self._work = np.zeros(1, dtype=np.int64)  # index N': sum_l rounds_l · P_l
+        self.macs = self.P * self.g * self.L * self.O  # per image, per layer
+        self.macs_total = int(self.macs.sum())
+        self._tables: dict[tuple[int | None, int | None], _RoundTable] = {}
 
-    def greedy(self, n_max: int) -> tuple[np.ndarray, np.ndarray]:
-        """(row sums, compute weights) for N' = 0..n_max (entry 0 unused); n_max < total tiles."""
-        have = len(self._sums) - 1
-        if n_max > have:
-            target = min(self.total - 1, max(n_max, 2 * have))
-            sizes = np.arange(have + 1, target + 1, dtype=np.int64)
-            self._sums = np.concatenate([self._sums, _block_max_sums(self.rows_used, sizes)])
-            work = []
-            for chunk in np.array_split(sizes, max(1, len(sizes) * len(self.tiles) // 2_000_000 + 1)):
-                rounds = self.last[None, :] // chunk[:, None] - self.first[None, :] // chunk[:, None] + 1
-                work.append(rounds @ self.P)
-            self._work = np.concatenate([self._work, *work])
-        return self._sums[: n_max + 1], self._work[: n_max + 1]
+    def write_steps(self, write_cols: int | None) -> np.ndarray:
+        """Row writes per tile: rows_used · ceil(cols_used / write_cols) (rows_used for whole-row writes)."""
+        if write_cols is None:
+            return self.rows_used
+        return self.rows_used * _ceil_div(self.cols_used, write_cols)
+
+    def table(self, write_cols: int | None, write_crossbars: int | None, n_max: int) -> _RoundTable:
+        """The round table for sizes up to n_max (< total tiles), grown by doubling and cached."""
+        if write_cols is not None and write_cols >= int(self.cols_used.max()):
+            write_cols = None  # every row is written in one pass anyway: share the whole-row table
+        key = (write_cols, write_crossbars)
+        have = self._tables.get(key)
+        if have is None or have.n_max < n_max:
+            target = min(self.total - 1, max(n_max, 2 * (have.n_max if have else 0), TABLE_MIN_SIZES))
+            self._tables[key] = _RoundTable(self, self.write_steps(write_cols), write_crossbars, target)
+        return self._tables[key]
 
     def rounds(self, n: int) -> np.ndarray:
         """rounds_l: the rounds of N' = n crossbars that hold tiles of layer l."""
         return self.last // n - self.first // n + 1
 
-    def round_max_rows(self, n: int) -> np.ndarray:
-        return np.maximum.reduceat(self.rows_used, np.arange(0, self.total, n))
+    def round_writes(self, n: int, write_cols: int | None, write_crossbars: int | None) -> np.ndarray:
+        """Write steps of each round of n tiles: the sum over its waves of `write_crossbars` tiles of their max."""
+        steps = self.write_steps(write_cols)
+        wave = n if write_crossbars is None else min(n, write_crossbars)
+        waves = np.maximum.reduceat(steps, np.arange(0, self.total, wave))
+        return np.bincount(np.arange(len(waves)) * wave // n, weights=waves).astype(np.int64)
 
+    def round_compute(self, n: int) -> np.ndarray:
+        """sum of P_l over the layers with tiles in each round of n tiles."""
+        start = np.arange(0, self.total, n)
+        stop = np.minimum(start + n, self.total)
+        cum_p = np.concatenate([[0], np.cumsum(self.P)])
+        return cum_p[self.layer_of_tile[stop - 1] + 1] - cum_p[self.layer_of_tile[start]]
 
-def _block_max_sums(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """For each block size s in `sizes`: sum over consecutive blocks [0,s), [s,2s), ... of max(values[block]).
-
-    All blocks of all sizes at once (about T·ln(max size) of them) with a sparse table for range maxima.
-    """
-    n = len(values)
-    table = [values]
-    while (1 << len(table)) <= n:  # level k holds the maxima of the windows of length 2^k
-        half = 1 << (len(table) - 1)
-        table.append(np.maximum(table[-1][:-half], table[-1][half:]))
-    counts = _ceil_div(n, sizes)
-    size_of_block = np.repeat(sizes, counts)
-    index_in_size = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    start = index_in_size * size_of_block
-    stop = np.minimum(start + size_of_block, n)
-    level = np.floor(np.log2(stop - start)).astype(np.int64)
-    padded = np.zeros((len(table), n), dtype=values.dtype)
-    for k, row in enumerate(table):
-        padded[k, : len(row)] = row
-    maxima = np.maximum(padded[level, start], padded[level, stop - (1 << level)])
-    owner = np.repeat(np.arange(len(sizes)), counts)
-    return np.bincount(owner, weights=maxima, minlength=len(sizes)).round().astype(np.int64)
+    def once_writes(self, write_cols: int | None, write_crossbars: int | None) -> int:
+        """Write steps to write every tile once (one round of all tiles)."""
+        return int(self.round_writes(self.total, write_cols, write_crossbars).sum())
 
 
 def _tiling(shapes: NetworkShapes, config: HardwareConfig) -> _Tiling:
@@ -133,47 +230,65 @@ def _tiling(shapes: NetworkShapes, config: HardwareConfig) -> _Tiling:
 # ----------------------------------------------------------------------------------------------------------------
 # Results.
 # ----------------------------------------------------------------------------------------------------------------
-@dataclass
 class Evaluation:
-    """One scheme on one network: `totals` (a flat dict, per inference) and `layers` (a per-layer DataFrame)."""
+    """One scheme on one network: `totals` (a flat dict, per inference) and `layers` (a per-layer DataFrame).
 
-    totals: dict[str, Any]
-    layer_data: dict[str, Any]
-    shapes: NetworkShapes
+    The per-layer data is computed on first use (`layer_data`): sweeps need only the totals.
+    """
+
+    def __init__(self, totals: dict[str, Any], layer_data: Callable[[], dict[str, Any]], shapes: NetworkShapes):
+        self.totals, self.shapes = totals, shapes
+        self._layer_fn: Callable[[], dict[str, Any]] | None = layer_data
+        self._layer_data: dict[str, Any] = {}
+
+    @property
+    def layer_data(self) -> dict[str, Any]:
+        if self._layer_fn is not None:
+            self._layer_data, self._layer_fn = self._layer_fn(), None
+        return self._layer_data
+
+    def layer_columns(self) -> dict[str, Any]:
+        """The per-layer table as columns (arrays or scalars), in `layers` order: cheap to concatenate."""
+        s = self.shapes
+        n = len(s.layers)
+        arrays = s.arrays()
+        columns: dict[str, Any] = {key: self.totals[key] for key in ("network", "n_crossbars", "batch", "scheme")}
+        columns |= {
+            "layer": np.arange(n),
+            "name": np.array([x.name for x in s.layers], dtype=object),
+            "kind": np.array([x.kind for x in s.layers], dtype=object),
+        }
+        columns |= {k: arrays[k] for k in "PgLO"}
+        columns |= {"macs": arrays["P"] * arrays["g"] * arrays["L"] * arrays["O"], "mapped": arrays["mapped"]}
+        data = self.layer_data
+        for column in LAYER_COLUMNS:
+            if column not in columns:
+                columns[column] = data[column] if column in data else np.full(n, np.nan)
+        return {key: np.broadcast_to(np.asarray(value), (n,)) for key, value in columns.items()}
 
     @property
     def layers(self) -> pd.DataFrame:
-        s = self.shapes
-        n = len(s.layers)
-        base = {
-            "layer": np.arange(n),
-            "name": [x.name for x in s.layers],
-            "kind": [x.kind for x in s.layers],
-        }
-        arrays = s.arrays()
-        base |= {k: arrays[k] for k in "PgLO"}
-        base |= {"macs": arrays["P"] * arrays["g"] * arrays["L"] * arrays["O"], "mapped": arrays["mapped"]}
-        frame = pd.DataFrame(base | self.layer_data)
-        for column in LAYER_COLUMNS:
-            if column not in frame:
-                frame[column] = np.nan
-        for key in ("network", "n_crossbars", "batch", "scheme"):
-            frame[key] = self.totals[key]
-        return frame[["network", "n_crossbars", "batch", "scheme", *LAYER_COLUMNS]]
+        return pd.DataFrame(self.layer_columns())
 
     def __getitem__(self, key: str) -> Any:
         return self.totals[key]
 
 
 def _energy_terms(
-    steps: np.ndarray, coef_macs: np.ndarray, write_cells: np.ndarray, config: HardwareConfig
+    steps: np.ndarray,
+    coef_mac_energy: np.ndarray,
+    write_cells: np.ndarray,
+    config: HardwareConfig,
+    mac_energy: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """DESIGN.md 2.3: steps·(e_xbar_step + C·e_adc + C·e_shift_add) + MACs·e_coef_mac + cells·N_wv·e_write_iter."""
+    """DESIGN.md 2.3: steps·(e_xbar_step + C·e_adc + C·e_shift_add) + coefficient MACs + cells·N_wv·e_write_iter
+    (+ the digital scheme's dense MACs). MAC terms come in joules already (their energy depends on the operand)."""
     return {
         "energy_xbar_j": steps * config.e_xbar_step,
         "energy_adc_j": steps * (config.cols * config.e_adc),
         "energy_shift_add_j": steps * (config.cols * config.e_shift_add),
-        "energy_coef_mac_j": coef_macs * config.e_coef_mac,
+        "energy_coef_mac_j": coef_mac_energy,
+        "energy_mac_j": np.zeros(len(steps)) if mac_energy is None else mac_energy,
         "energy_write_j": write_cells * (config.verify_iters * config.e_write_iter),
     }
 
@@ -185,40 +300,47 @@ def _finish(
     n: int,
     batch: int,
     basis: BasisSpec | None,
-    cycles_batch: np.ndarray,
-    extra_batch_cycles: int,
+    cycles_per_batch: int,
     energy: dict[str, np.ndarray],
-    layer_data: dict[str, Any],
+    layer_data: dict[str, Any] | Callable[[], dict[str, Any]],
     totals_extra: dict[str, Any],
 ) -> Evaluation:
-    """Totals per inference from per-layer per-batch cycles and per-inference energies."""
-    cycles_per_batch = int(cycles_batch.sum()) + int(extra_batch_cycles)
+    """Totals per inference from the per-batch cycles and the per-layer per-inference energies.
+
+    `layer_data` (a dict or a function returning one, for lazy evaluation) holds `cycles_batch` (per-layer cycles
+    per batch) and the other per-layer columns.
+    """
     cycles = cycles_per_batch / batch
     latency = cycles * config.t_cycle
     energy_totals = {k: float(v.sum()) for k, v in energy.items()}
     energy_j = sum(energy_totals.values())
-    macs = shapes.macs
+    macs = _tiling(shapes, config).macs_total
     floor_batch = _ceil_div(batch * macs * config.cols_per_weight, n * config.rows * config.cols) * config.input_steps
     floor_cycles = floor_batch / batch
-    layer_energy = sum(energy.values())
-    layer_data = (
-        layer_data
-        | energy
-        | {
-            "cycles": cycles_batch / batch,
-            "latency_s": cycles_batch / batch * config.t_cycle,
-            "energy_j": layer_energy,
-        }
-    )
+
+    def layers() -> dict[str, Any]:
+        data = dict(layer_data() if callable(layer_data) else layer_data)
+        per_layer = data.pop("cycles_batch") / batch
+        return (
+            data
+            | energy
+            | {"cycles": per_layer, "latency_s": per_layer * config.t_cycle, "energy_j": sum(energy.values())}
+        )
+
     totals = {
         "network": shapes.name,
         "scheme": scheme,
         "n_crossbars": n,
         "batch": batch,
         "verify_iters": config.verify_iters,
+        "digital_lanes": config.digital_lanes,
+        "write_cols": config.write_cols,
+        "write_crossbars": config.write_crossbars,
         "n_basis": basis.n_basis if basis else None,
         "segment_len": basis.segment_len if basis else None,
         "groups": basis.groups if basis else None,
+        "coef_bits": basis.coef_bits if basis else None,
+        "coef_quant": basis.coef_quant if basis else None,
         "cycles": cycles,
         "cycles_per_batch": cycles_per_batch,
         "latency_s": latency,
@@ -231,80 +353,196 @@ def _finish(
         **totals_extra,
     }
     totals["program_once_latency_s"] = totals["program_once_cycles"] * config.t_cycle
-    return Evaluation(totals, layer_data, shapes)
+    return Evaluation(totals, layers, shapes)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The three schemes.
+# The schemes.
 # ----------------------------------------------------------------------------------------------------------------
-def _ideal(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, scheme: str = "ideal") -> Evaluation:
-    """Every tile on its own crossbar, written once; layers run one after another: cycles_l = B·P_l·T_in."""
+def _ideal(
+    shapes: NetworkShapes,
+    config: HardwareConfig,
+    n: int,
+    batch: int,
+    scheme: str = "ideal",
+    copies: np.ndarray | None = None,
+) -> Evaluation:
+    """Every tile on its own crossbar, written once; layers run one after another: cycles_l = B·P_l·T_in.
+
+    With `copies` (k_l copies of layer l on spare crossbars, a fitting reprogram_best): each copy computes a share
+    of the B·P_l output pixels, cycles_l = ceil(B·P_l/k_l)·T_in; the crossbar steps, hence the energy, are the same.
+    """
     tiling = _tiling(shapes, config)
     t_in = config.input_steps
-    cycles_batch = batch * tiling.P * t_in
+    copies = np.ones(len(tiling.tiles), dtype=np.int64) if copies is None else copies
+    cycles_batch = _ceil_div(batch * tiling.P, copies) * t_in
     steps = tiling.P * tiling.tiles * t_in  # per inference: B·P_l·t_l·T_in / B
-    energy = _energy_terms(steps, np.zeros(len(steps)), np.zeros(len(steps)), config)
-    once_cycles = int(tiling.rows_used.max()) * config.row_program_cycles
-    once_energy = float(tiling.cells.sum()) * config.verify_iters * config.e_write_iter
+    zeros = np.zeros(len(steps))
+    energy = _energy_terms(steps, zeros, zeros, config)
+    used = int((tiling.tiles * copies).sum())
+    once_writes = tiling.once_writes(config.write_cols, config.write_crossbars)
+    once_cycles = int(once_writes * int(copies.max())) * config.row_program_cycles  # copies written in turn
+    once_energy = float((tiling.cells * copies).sum()) * config.verify_iters * config.e_write_iter
     layer_data = {
+        "cycles_batch": cycles_batch,
         "tiles": tiling.tiles,
+        "copies": copies,
         "rounds": np.ones(len(steps), dtype=np.int64),
         "compute_cycles": cycles_batch / batch,
-        "program_cycles": np.zeros(len(steps)),
+        "program_cycles": zeros,
     }
+    replicated = bool((copies > 1).any())
     extra = {
-        "crossbars_used": tiling.total,
+        "crossbars_used": used,
         "tiles_total": tiling.total,
         "fits": scheme == "ideal" or tiling.total <= n,
         "rounds_total": 1,
+        "round_size": None,
+        "option": "replicated" if replicated else ("fits" if scheme != "ideal" else "ideal"),
         "program_once_cycles": once_cycles,
         "program_once_energy_j": once_energy,
     }
-    return _finish(shapes, config, scheme, n, batch, None, cycles_batch, 0, energy, layer_data, extra)
+    return _finish(shapes, config, scheme, n, batch, None, int(cycles_batch.sum()), energy, layer_data, extra)
 
 
-def _reprogram(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int) -> Evaluation:
-    """N crossbars, tiles written round after round (DESIGN.md 2.2), best greedy packing on N' <= N crossbars.
+def replica_counts(shapes: NetworkShapes, config: HardwareConfig, n_crossbars: int, batch: int = 1) -> np.ndarray:
+    """Copies k_l of every layer when all tiles fit in N with crossbars to spare (docs/method.md §2.4, best baseline).
 
-    cycles = sum_r prog_r + sum_l rounds_l·B·P_l·T_in with prog_r = max(rows_used in r)·N_wv·ceil(t_wi/t_cycle).
+    Greedy: repeatedly give the layer whose next useful copy saves the most cycles per crossbar another copy
+    (a copy is useful when it lowers ceil(B·P_l/k_l)), and stop at the first that does not fit in the spare
+    crossbars. Stopping there (instead of trying smaller layers) makes the allocation for N a prefix of the one
+    for N + 1, so cycles never increase with N.
     """
     tiling = _tiling(shapes, config)
-    if tiling.total <= n:  # everything fits: written once, then it is the ideal mapping
-        return _ideal(shapes, config, n, batch, scheme="reprogram")
+    copies = np.ones(len(tiling.tiles), dtype=np.int64)
+    spare = n_crossbars - tiling.total
+    if spare <= 0:
+        return copies
+    work = batch * tiling.P
+
+    def step(layer: int) -> tuple[float, int, int, int] | None:
+        current = _ceil_div(int(work[layer]), int(copies[layer]))
+        if current <= 1:
+            return None
+        target = _ceil_div(int(work[layer]), current - 1)  # fewest copies that lower the pixels per copy
+        cost = (target - int(copies[layer])) * int(tiling.tiles[layer])
+        saving = current - _ceil_div(int(work[layer]), target)
+        return (-saving / cost, layer, target, cost)
+
+    heap = [item for item in (step(i) for i in range(len(copies))) if item is not None]
+    heapq.heapify(heap)
+    while heap:
+        _, layer, target, cost = heapq.heappop(heap)
+        if cost > spare:
+            break
+        copies[layer] = target
+        spare -= cost
+        nxt = step(layer)
+        if nxt is not None:
+            heapq.heappush(heap, nxt)
+    return copies
+
+
+def _reprogram(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, scheme: str) -> Evaluation:
+    """N crossbars, tiles written round after round (DESIGN.md 2.2), best greedy packing on N' <= N crossbars.
+
+    reprogram: cycles = sum_r prog_r + sum_l rounds_l·B·P_l·T_in, prog_r = (write steps of round r)·N_wv·
+    ceil(t_wi/t_cycle). reprogram_pingpong: two halves of N' <= N/2 crossbars; round r+1 is written on one half
+    while round r computes on the other: sum_r max(compute_r, prog_{r+1}) in the steady state (the next batch's
+    first round is written during this batch's last). reprogram_best: the cheaper of the two, and when every tile
+    fits, the ideal mapping with replicas on the spare crossbars (`replica_counts`). Energy is the same for all.
+    """
+    tiling = _tiling(shapes, config)
+    if tiling.total <= n:  # everything fits: written once, then it is the ideal mapping (+ replicas at its best)
+        copies = replica_counts(shapes, config, n, batch) if scheme == "reprogram_best" else None
+        return _ideal(shapes, config, n, batch, scheme=scheme, copies=copies)
     t_in, rpc = config.input_steps, config.row_program_cycles
-    sums, work = tiling.greedy(n)
-    cost = sums[1:] * rpc + work[1:] * (batch * t_in)
-    best = int(np.flatnonzero(cost == cost.min())[-1]) + 1  # the largest N' among the cheapest
-    rounds = tiling.rounds(best)
-    compute_batch = rounds * tiling.P * (batch * t_in)
-    prog_round = tiling.round_max_rows(best) * rpc
-    # attribute each round's programming to the layers in it, in proportion to their tiles
-    round_of_tile = np.arange(tiling.total) // best
-    per_tile = prog_round[round_of_tile] / np.bincount(round_of_tile)[round_of_tile]
-    program_layer = np.bincount(tiling.layer_of_tile, weights=per_tile, minlength=len(rounds))
-    program_total = int(prog_round.sum())
+    table = tiling.table(config.write_cols, config.write_crossbars, n)
+    plain, overlap = table.costs(rpc, batch * t_in)
+    options = []
+    if scheme in ("reprogram", "reprogram_best") or n < 2:  # one crossbar has no halves: plain rounds
+        fit = np.flatnonzero(table.sizes <= n)
+        cost = plain[fit]
+        i = fit[np.flatnonzero(cost == cost.min())[-1]]  # the largest N' among the cheapest
+        options.append((float(plain[i]), "plain", int(table.sizes[i])))
+    if scheme in ("reprogram_pingpong", "reprogram_best") and n >= 2:
+        fit = np.flatnonzero(table.sizes <= n // 2)
+        cost = overlap[fit]
+        i = fit[np.flatnonzero(cost == cost.min())[-1]]
+        options.append((float(overlap[i]), "pingpong", int(table.sizes[i])))
+    cost, option, size = min(options, key=lambda o: o[0])  # ties: plain (listed first)
     steps = tiling.P * tiling.tiles * t_in
     energy = _energy_terms(steps, np.zeros(len(steps)), tiling.cells / batch, config)
-    layer_data = {
-        "tiles": tiling.tiles,
-        "rounds": rounds,
-        "compute_cycles": compute_batch / batch,
-        "program_cycles": program_layer / batch,
-    }
+
+    def layer_data() -> dict[str, Any]:
+        rounds = tiling.rounds(size)
+        compute_batch = rounds * tiling.P * (batch * t_in)
+        prog_round = tiling.round_writes(size, config.write_cols, config.write_crossbars) * rpc
+        if option == "plain":
+            exposed, written = prog_round, np.arange(len(prog_round))  # writes of round r, before it computes
+        else:
+            comp_round = tiling.round_compute(size) * (batch * t_in)
+            written = np.roll(np.arange(len(prog_round)), -1)
+            exposed = np.maximum(prog_round[written] - comp_round, 0)  # writes of r+1 not hidden by compute of r
+        # each round's exposed writes go to the layers of the round being written, in proportion to their tiles
+        round_of_tile = np.arange(tiling.total) // size
+        share = np.zeros(len(prog_round))
+        share[written] = exposed
+        per_tile = share[round_of_tile] / np.bincount(round_of_tile)[round_of_tile]
+        program_layer = np.bincount(tiling.layer_of_tile, weights=per_tile, minlength=len(rounds))
+        return {
+            "cycles_batch": compute_batch + program_layer,
+            "tiles": tiling.tiles,
+            "copies": np.ones(len(rounds), dtype=np.int64),
+            "rounds": rounds,
+            "compute_cycles": compute_batch / batch,
+            "program_cycles": program_layer / batch,
+        }
+
     extra = {
-        "crossbars_used": best,
+        "crossbars_used": size * (2 if option == "pingpong" else 1),
         "tiles_total": tiling.total,
         "fits": False,
-        "rounds_total": len(prog_round),
+        "rounds_total": _ceil_div(tiling.total, size),
+        "round_size": size,
+        "option": option,
         "program_once_cycles": 0,
         "program_once_energy_j": 0.0,
     }
-    evaluation = _finish(
-        shapes, config, "reprogram", n, batch, None, compute_batch, program_total, energy, layer_data, extra
-    )
-    evaluation.layer_data["cycles"] = (compute_batch + program_layer) / batch
-    evaluation.layer_data["latency_s"] = evaluation.layer_data["cycles"] * config.t_cycle
-    return evaluation
+    return _finish(shapes, config, scheme, n, batch, None, int(round(cost)), energy, layer_data, extra)
+
+
+def _digital(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int) -> Evaluation:
+    """docs/method.md §2.4 `digital`: the N·digital_lanes MAC lanes BasisN is given run the dense network, no crossbars.
+
+    cycles_l = ceil(B·MACs_l / (N·digital_lanes)); energy MACs_l·mac_energy(weight_bits). Weight storage and its
+    reads are not charged (favours this baseline), nor are the crossbars' writes (there are none).
+    """
+    tiling = _tiling(shapes, config)
+    macs = tiling.macs
+    cycles_batch = _ceil_div(batch * macs, n * config.digital_lanes)
+    zeros = np.zeros(len(macs))
+    energy = _energy_terms(zeros, zeros, zeros, config, macs * config.mac_energy(config.weight_bits))
+    layer_data = {
+        "cycles_batch": cycles_batch,
+        "tiles": np.zeros(len(macs), dtype=np.int64),
+        "digital": cycles_batch / batch,
+        "bound": np.full(len(macs), "digital"),
+        "compute_cycles": cycles_batch / batch,
+        "program_cycles": zeros,
+    }
+    extra = {
+        "crossbars_used": 0,
+        "tiles_total": tiling.total,
+        "fits": True,
+        "rounds_total": 0,
+        "round_size": None,
+        "option": "digital",
+        "program_once_cycles": 0,
+        "program_once_energy_j": 0.0,
+        "digital_cycles": float(cycles_batch.sum()) / batch,
+    }
+    return _finish(shapes, config, "digital", n, batch, None, int(cycles_batch.sum()), energy, layer_data, extra)
 
 
 @dataclass(frozen=True)
@@ -358,6 +596,7 @@ def _basisn(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, b
         )
     t_in = config.input_steps
     active = basis.group_size  # a: n (G = 1) or n/G coefficients per segment
+    mac_energy = config.mac_energy(basis.coef_bits, basis.coef_quant)  # pow2: a shift and an add
     segments = batch * tiling.P * tiling.g * _ceil_div(tiling.L, basis.segment_len)
     dense_cycles = batch * tiling.P * t_in
 
@@ -367,7 +606,7 @@ def _basisn(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, b
         cycles = np.where(mapped, np.maximum(reads, digital), dense_cycles)
         steps = np.where(mapped, segments * layout.xbars_per_read, batch * tiling.P * tiling.tiles) * t_in / batch
         macs = np.where(mapped, segments * tiling.O * active, 0) / batch
-        energy = _energy_terms(steps, macs, np.zeros(len(steps)), config)
+        energy = _energy_terms(steps, macs * mac_energy, np.zeros(len(steps)), config)
         total_energy = float(sum(v.sum() for v in energy.values()))
         data = {"reads": reads, "digital": digital, "cycles_batch": cycles, "energy": energy}
         return int(cycles.sum()), int(np.where(mapped, reads, 0).sum()), total_energy, data
@@ -377,6 +616,7 @@ def _basisn(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, b
     reads, digital = data["reads"], data["digital"]
     bound = np.where(mapped, np.where(reads >= digital, "reads", "digital"), "dense")
     layer_data = {
+        "cycles_batch": data["cycles_batch"],
         "tiles": np.where(mapped, 0, tiling.tiles),
         "segments": np.where(mapped, segments / batch, np.nan),
         "reads": np.where(mapped, reads / batch, np.nan),
@@ -385,14 +625,20 @@ def _basisn(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, b
         "compute_cycles": data["cycles_batch"] / batch,
         "program_cycles": np.zeros(len(reads)),
     }
-    dense_rows = int(tiling.rows_used[np.repeat(~mapped, tiling.tiles)].max(initial=0))
+    dense_rows = int(tiling.write_steps(config.write_cols)[np.repeat(~mapped, tiling.tiles)].max(initial=0))
+    basis_cols = min(config.cols, basis.n_basis * config.cols_per_weight)
+    basis_rows = basis.segment_len * (1 if config.write_cols is None else _ceil_div(basis_cols, config.write_cols))
+    used = layout.in_use + dense_tiles
+    waves = 1 if config.write_crossbars is None else _ceil_div(used, config.write_crossbars)
     once_cells = layout.cells + int(tiling.cells[~mapped].sum())
     extra = {
-        "crossbars_used": layout.in_use + dense_tiles,
+        "crossbars_used": used,
         "tiles_total": tiling.total,
         "fits": True,
         "rounds_total": 0,
-        "program_once_cycles": max(basis.segment_len, dense_rows) * config.row_program_cycles,
+        "round_size": None,
+        "option": layout.name,
+        "program_once_cycles": max(basis_rows, dense_rows) * waves * config.row_program_cycles,
         "program_once_energy_j": once_cells * config.verify_iters * config.e_write_iter,
         "layout": layout.name,
         "copies": layout.copies,
@@ -405,7 +651,7 @@ def _basisn(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, b
         "reads_bound_layers": int((bound == "reads").sum()),
     }
     return _finish(
-        shapes, config, "basisn", n, batch, basis, data["cycles_batch"], 0, data["energy"], layer_data, extra
+        shapes, config, "basisn", n, batch, basis, int(data["cycles_batch"].sum()), data["energy"], layer_data, extra
     )
 
 
@@ -431,12 +677,14 @@ def evaluate(
         raise ValueError(f"config={type(config).__name__} is not allowed; pass a HardwareConfig (hardware.preset())")
     if scheme not in SCHEMES:
         raise ValueError(f"scheme={scheme!r} is not allowed; allowed: {', '.join(SCHEMES)}")
-    check_int("n_crossbars", n_crossbars)
-    check_int("batch", batch)
+    check_int("n_crossbars", n_crossbars, high=MAX_CROSSBARS)
+    check_int("batch", batch, high=MAX_BATCH)
     if scheme == "ideal":
         return _ideal(shapes, config, n_crossbars, batch)
-    if scheme == "reprogram":
-        return _reprogram(shapes, config, n_crossbars, batch)
+    if scheme in BASELINE_OPTIONS:
+        return _reprogram(shapes, config, n_crossbars, batch, scheme)
+    if scheme == "digital":
+        return _digital(shapes, config, n_crossbars, batch)
     return _basisn(shapes, config, n_crossbars, batch, as_basis(basis, shapes.basis))
 
 
@@ -447,7 +695,7 @@ def evaluate_all(
     batch: int = 1,
     basis: BasisSpec | Mapping[str, int] | None = None,
 ) -> dict[str, Evaluation]:
-    """All three schemes at one N."""
+    """Every scheme of SCHEMES at one N."""
     return {scheme: evaluate(shapes, config, scheme, n_crossbars, batch, basis) for scheme in SCHEMES}
 
 
@@ -479,45 +727,70 @@ def sweep(
     segment_len: int | None = None,
     batch: Iterable[int] | int = 1,
     verify_iters: Iterable[int] | int | None = None,
+    fields: Mapping[str, Iterable[Any]] | None = None,
+    coef_bits: int | None = None,
+    coef_quant: str | None = None,
     skip_infeasible: bool = True,
+    memo: dict | None = None,
 ) -> pd.DataFrame:
-    """Tidy totals (one row per network x scheme x N x B x N_wv, and x n x G for basisn) as a DataFrame.
+    """Tidy totals (one row per network x scheme x N x B x N_wv x config field values, and x n x G for basisn).
 
-    n_basis / groups / segment_len default to each network's basis (or BasisSpec()). `ideal` does not depend on
-    N; it is repeated per N so that rows merge on (network, n_crossbars, batch, verify_iters). With
-    `skip_infeasible`, basisn combinations that cannot exist (G not dividing n, the basis not fitting in N) are
-    left out instead of raising.
+    n_basis / groups / segment_len / coef_bits / coef_quant default to each network's basis (or BasisSpec()).
+    `fields` varies other HardwareConfig fields (every combination), e.g. {"digital_lanes": [64, 128]}. `ideal`
+    does not depend on N; it is repeated per N so that rows merge on RATIO_KEYS. With `skip_infeasible`, basisn
+    combinations that cannot exist (G not dividing n, the basis not fitting in N) are left out instead of raising.
+    `memo`: a dict shared between calls to reuse evaluations of the same (network, config, scheme, N, B, basis).
     """
+    memo = {} if memo is None else memo
+    canonical: dict[tuple[HardwareConfig, str], HardwareConfig] = {}
+
+    def once(shapes: NetworkShapes, cfg: HardwareConfig, scheme: str, n: int, b: int, spec: Any) -> dict:
+        # fields a scheme does not read are set to the defaults in the key, and reported as swept in the row
+        unused = UNUSED_FIELDS.get(scheme, {})
+        if unused and (cfg, scheme) not in canonical:
+            canonical[(cfg, scheme)] = cfg.replace(**unused)
+        key = (id(shapes), canonical[(cfg, scheme)] if unused else cfg, scheme, n, b, spec)
+        if key not in memo:
+            memo[key] = (shapes, evaluate(shapes, key[1], scheme, n, b, spec).totals)  # shapes kept: id stays unique
+        totals = memo[key][1]
+        return totals | {name: getattr(cfg, name) for name in unused if name in totals} if unused else totals
+
     schemes = list(schemes)
     for scheme in schemes:
         if scheme not in SCHEMES:
             raise ValueError(f"scheme={scheme!r} is not allowed; allowed: {', '.join(SCHEMES)}")
     ns = _values("n_crossbars", n_crossbars, ())
     batches = _values("batch", batch, (1,))
-    iters = _values("verify_iters", verify_iters, (config.verify_iters,))
+    varied = {"verify_iters": _values("verify_iters", verify_iters, (config.verify_iters,))}
+    for name, values in (fields or {}).items():
+        if name not in FIELD_NAMES:
+            raise ValueError(f"hardware field {name!r} is unknown; allowed: {', '.join(FIELD_NAMES)}")
+        varied[name] = _values(name, values, (getattr(config, name),))
+    configs = [config.replace(**dict(zip(varied, combo))) for combo in itertools.product(*varied.values())]
     rows: list[dict[str, Any]] = []
     for shapes in _as_networks(networks):
         own = shapes.basis or BasisSpec()
         m = own.segment_len if segment_len is None else segment_len
+        bits = own.coef_bits if coef_bits is None else coef_bits
+        quant = own.coef_quant if coef_quant is None else coef_quant
         bases = []
         for nb in _values("n_basis", n_basis, (own.n_basis,)):
             for gr in _values("groups", groups, (own.groups,)):
                 try:
-                    bases.append(BasisSpec(nb, m, gr))
+                    bases.append(BasisSpec(nb, m, gr, bits, quant))
                 except ValueError:
                     if not skip_infeasible:
                         raise
-        for n_wv in iters:
-            cfg = config if n_wv == config.verify_iters else config.replace(verify_iters=n_wv)
+        for cfg in configs:
             for b in batches:
                 for n in ns:
                     for scheme in schemes:
                         if scheme != "basisn":
-                            rows.append(evaluate(shapes, cfg, scheme, n, b).totals)
+                            rows.append(once(shapes, cfg, scheme, n, b, None))
                             continue
                         for spec in bases:
                             try:
-                                rows.append(evaluate(shapes, cfg, scheme, n, b, spec).totals)
+                                rows.append(once(shapes, cfg, scheme, n, b, spec))
                             except ValueError:
                                 if not skip_infeasible:
                                     raise
@@ -528,37 +801,65 @@ def sweep(
     return frame
 
 
-RATIO_KEYS = ["network", "n_crossbars", "batch", "verify_iters"]
+_DEFAULT = HardwareConfig()
+_BASELINE_UNUSED = {name: getattr(_DEFAULT, name) for name in ("digital_lanes", "e_coef_mac", "e_add", "e_shift")}
+# HardwareConfig fields (with the value they take in a memo key) that a scheme's results do not depend on
+UNUSED_FIELDS: dict[str, dict[str, Any]] = {
+    **{scheme: _BASELINE_UNUSED for scheme in ("ideal", *BASELINE_OPTIONS)},
+    "digital": {name: getattr(_DEFAULT, name) for name in ("verify_iters", "write_cols", "write_crossbars")},
+}
+
+RATIO_KEYS = ["network", "n_crossbars", "batch", "verify_iters", "digital_lanes", "write_cols", "write_crossbars"]
 RATIO_METRICS = {
     "cycles": "cycles_ratio",
     "latency_s": "latency_ratio",
     "energy_j": "energy_ratio",
     "edp_js": "edp_ratio",
 }
+# Other baselines ratios() adds as columns when their rows are in the frame: `<metric>_ratio_<suffix>`.
+OTHER_BASELINES = {"reprogram_best": "best", "digital": "digital"}
 
 
 def ratios(
-    frame: pd.DataFrame, baseline: str = "reprogram", scheme: str = "basisn", by: Sequence[str] = ()
+    frame: pd.DataFrame,
+    baseline: str = "reprogram",
+    scheme: str = "basisn",
+    by: Sequence[str] = (),
+    others: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """`scheme`/`baseline` ratios of cycles, latency, energy and EDP, matched on network, N, B, N_wv (+ `by`).
+    """`scheme`/`baseline` ratios of cycles, latency, energy and EDP, matched on RATIO_KEYS (+ `by`).
 
-    Columns: the keys, n_basis, segment_len, groups, layout (those present), cycles_ratio, latency_ratio,
-    energy_ratio, edp_ratio.
+    Columns: the keys, n_basis, segment_len, groups, coef_bits, coef_quant, layout (those present), cycles_ratio,
+    latency_ratio, energy_ratio, edp_ratio; then, for every baseline of `others` (default OTHER_BASELINES) with
+    rows in `frame`, `<metric>_ratio_<suffix>` (e.g. edp_ratio_best, cycles_ratio_digital), and `best_option`
+    (the reprogram_best schedule: plain, pingpong, fits or replicated).
     """
-    metrics, keys = list(RATIO_METRICS), [*by, *RATIO_KEYS]
-    base = frame[frame["scheme"] == baseline][keys + metrics]
+    metrics = list(RATIO_METRICS)
+    keys = [*by, *[k for k in RATIO_KEYS if k in frame]]
     ours = frame[frame["scheme"] == scheme]
-    keep = [c for c in ["n_basis", "segment_len", "groups", "layout"] if c in ours]
-    merged = ours[keys + keep + metrics].merge(base, on=keys, suffixes=("", "_base"))
-    for metric, column in RATIO_METRICS.items():
-        merged[column] = merged[metric] / merged[f"{metric}_base"]
-    return merged[keys + keep + list(RATIO_METRICS.values())].reset_index(drop=True)
+    keep = [c for c in ["n_basis", "segment_len", "groups", "coef_bits", "coef_quant", "layout"] if c in ours]
+    merged = ours[keys + keep + metrics]
+    columns = list(RATIO_METRICS.values())
+    for name, suffix in [(baseline, ""), *(OTHER_BASELINES if others is None else others).items()]:
+        if name != baseline and not (frame["scheme"] == name).any():
+            continue
+        extra = ["option"] if name == "reprogram_best" and "option" in frame else []
+        base = frame[frame["scheme"] == name][keys + metrics + extra]
+        tag = f"_{suffix}" if suffix else ""
+        base = base.rename(columns={m: f"{m}_base" for m in metrics} | {"option": "best_option"})
+        merged = merged.merge(base, on=keys, how="inner" if not tag else "left")
+        for metric, column in RATIO_METRICS.items():
+            merged[column + tag] = merged[metric] / merged[f"{metric}_base"]
+        merged = merged.drop(columns=[f"{m}_base" for m in metrics])
+        columns += [c + tag for c in RATIO_METRICS.values()] if tag else []
+        columns += ["best_option"] if extra else []
+    return merged[keys + keep + columns].reset_index(drop=True)
 
 
 def floor_cycles(shapes: NetworkShapes, config: HardwareConfig, n_crossbars: int, batch: int = 1) -> float:
     """DESIGN.md 2.4 floor(N): ceil(B·MACs·cpw/(N·R·C))·T_in per batch, per inference."""
-    check_int("n_crossbars", n_crossbars)
-    check_int("batch", batch)
+    check_int("n_crossbars", n_crossbars, high=MAX_CROSSBARS)
+    check_int("batch", batch, high=MAX_BATCH)
     per_batch = _ceil_div(batch * shapes.macs * config.cols_per_weight, n_crossbars * config.rows * config.cols)
     return per_batch * config.input_steps / batch
 
@@ -577,6 +878,7 @@ def total_tiles(shapes: NetworkShapes, config: HardwareConfig) -> int:
 
 
 __all__ = [
+    "BASELINE_OPTIONS",
     "ENERGY_TERMS",
     "SCHEMES",
     "BasisLayout",
@@ -587,6 +889,7 @@ __all__ = [
     "floor_cycles",
     "min_crossbars",
     "ratios",
+    "replica_counts",
     "sweep",
     "total_tiles",
 ]

@@ -17,30 +17,47 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from basisn.atomic import atomic_directory, output_lock
-from basisn.hardware.config import FIELD_NAMES, PRESETS, BasisSpec, HardwareConfig, preset
+from basisn.hardware.config import (
+    BASIS_KEYS,
+    FIELD_NAMES,
+    MAX_AS_MEAN,
+    PRESETS,
+    BasisSpec,
+    HardwareConfig,
+    preset,
+)
 from basisn.hardware.cost import SCHEMES, evaluate, min_crossbars, ratios, sweep, total_tiles
 from basisn.hardware.networks import PAPER_NETWORKS, PaperNetwork, paper_shapes
 from basisn.hardware.shapes import NetworkShapes, load_shapes
 
 OUTPUT_FORMAT = "basisn-hw-eval/1"
-SWEEP_KEYS = ("n_basis", "groups", "batch", "verify_iters")
+BASIS_SWEEPS = ("n_basis", "groups")  # BasisSpec fields
+FIELD_SWEEPS = ("digital_lanes", "write_cols", "write_crossbars")  # HardwareConfig fields
+SWEEP_KEYS = (*BASIS_SWEEPS, "batch", "verify_iters", *FIELD_SWEEPS, "verify_iters_share")
+# Schemes of the sweep tables: what their ratios need (ideal and the ping-pong option alone are in summary.csv).
+SWEEP_SCHEMES = ("reprogram", "reprogram_best", "basisn", "digital")
 DEFAULTS: dict[str, Any] = {
     "preset": "default",
     "overrides": {},
-    "compare_presets": ["fast_write", "design_prototype"],
+    "compare_presets": ["fast_write", "design_prototype", "neurram", "neurram_cell", "neurosim_v21"],
     "networks": list(PAPER_NETWORKS),
     "crossbars": [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096],
     "report_crossbars": [16, 64, 256],
     "batch": 1,
-    "basis": {"n_basis": 64, "segment_len": 128, "groups": 1},
+    "basis": {"n_basis": 64, "segment_len": 128, "groups": 1, "coef_bits": 4, "coef_quant": "uniform"},
     "sweep": {
         "n_basis": [16, 32, 64, 128],
         "groups": [1, 2, 4, 8],
         "batch": [1, 4, 16, 64, 256],
         "verify_iters": [1, 2, 5, 10, 20, 50, 100],
+        "digital_lanes": [32, 64, 128, 256, 512],
+        "write_cols": [1, 8, 32, 128],
+        "write_crossbars": [1, 4, 16, 64],
+        "verify_iters_share": [0.1, 0.25, 0.5, 1.0],
     },
 }
 
@@ -107,9 +124,9 @@ def resolve_block(block: Any) -> tuple[dict[str, Any], HardwareConfig, BasisSpec
         raise HwParamsError(f"params: hardware.batch={batch!r} is not allowed; use an integer in [1, {MAX_COUNT}]")
     if not isinstance(p["basis"], dict):
         raise HwParamsError(f"params: hardware.basis={p['basis']!r} is not allowed; use a mapping")
-    bad = sorted(set(p["basis"]) - {"n_basis", "segment_len", "groups"})
+    bad = sorted(set(p["basis"]) - set(BASIS_KEYS))
     if bad:
-        raise HwParamsError(f"params: hardware.basis.{bad[0]} is unknown; allowed: n_basis, segment_len, groups")
+        raise HwParamsError(f"params: hardware.basis.{bad[0]} is unknown; allowed: {', '.join(BASIS_KEYS)}")
     try:
         basis = BasisSpec(**(DEFAULTS["basis"] | p["basis"]))
         basis.check_fits(config)
@@ -130,7 +147,21 @@ def resolve_block(block: Any) -> tuple[dict[str, Any], HardwareConfig, BasisSpec
     if bad:
         raise HwParamsError(f"params: hardware.sweep.{bad[0]} is unknown; allowed: {', '.join(SWEEP_KEYS)}")
     for key, values in p["sweep"].items():
+        if key == "verify_iters_share":
+            if not isinstance(values, list) or any(
+                isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1 for v in values
+            ):
+                raise HwParamsError(
+                    f"params: hardware.sweep.verify_iters_share={values!r} is not allowed; use a list of numbers "
+                    "in (0, 1] (shares of a preset's maximum iteration count)"
+                )
+            continue
         _positive_ints(f"sweep.{key}", values, allow_empty=True)
+        for v in values if key in FIELD_SWEEPS else []:
+            try:
+                config.replace(**{key: v})
+            except ValueError as error:
+                raise HwParamsError(f"params: hardware.sweep.{key}: {error}") from None
     for n_basis in p["sweep"].get("n_basis", []):
         if n_basis > basis.segment_len:
             raise HwParamsError(
@@ -167,37 +198,52 @@ def run(p: dict[str, Any], config: HardwareConfig, basis: BasisSpec, networks: d
     nets = {name: _with_basis(shapes, basis) for name, shapes in networks.items()}
     configs = {p["preset"]: config} | {name: PRESETS[name] for name in p["compare_presets"] if name != p["preset"]}
     grid = sorted(set(p["crossbars"]) | set(p["report_crossbars"]))
+    memo: dict = {}  # evaluations shared by the summary and the sweeps
     summary = []
     for name, cfg in configs.items():
-        frame = sweep(nets, cfg, grid, batch=p["batch"])
+        frame = sweep(nets, cfg, grid, batch=p["batch"], memo=memo)
         summary.append(frame.assign(preset=name))
     summary = pd.concat(summary, ignore_index=True)
     sweeps = []
     for key, values in p["sweep"].items():
-        if values:
-            frame = sweep(nets, config, grid, **({"batch": p["batch"]} | {key: values}))
-            sweeps.append(frame.assign(preset=p["preset"], sweep=key))
+        if not values:
+            continue
+        if key == "verify_iters_share":  # presets whose N_wv is a maximum used as the mean: shares of it
+            for name in [n for n in configs if n in MAX_AS_MEAN]:
+                cfg = configs[name]
+                iters = sorted({max(1, round(share * cfg.verify_iters)) for share in values})
+                frame = sweep(nets, cfg, grid, schemes=SWEEP_SCHEMES, batch=p["batch"], verify_iters=iters, memo=memo)
+                frame["verify_iters_share"] = frame["verify_iters"] / cfg.verify_iters
+                sweeps.append(frame.assign(preset=name, sweep=key))
+            continue
+        if key in FIELD_SWEEPS:
+            options: dict[str, Any] = {"fields": {key: values}}
+        else:
+            options = {key: values}
+        frame = sweep(nets, config, grid, schemes=SWEEP_SCHEMES, memo=memo, **({"batch": p["batch"]} | options))
+        sweeps.append(frame.assign(preset=p["preset"], sweep=key))
     sweep_frame = pd.concat(sweeps, ignore_index=True) if sweeps else pd.DataFrame()
     layers = []
     for shapes in nets.values():
         for n in p["report_crossbars"]:
             for scheme in SCHEMES:
                 try:
-                    layers.append(evaluate(shapes, config, scheme, n, p["batch"]).layers)
+                    layers.append(evaluate(shapes, config, scheme, n, p["batch"]).layer_columns())
                 except ValueError:  # a pipeline model whose dense layers leave no room for the basis
                     continue
+    layers_table = pd.DataFrame({key: _concat([part[key] for part in layers]) for key in layers[0]})
     shapes_table = pd.concat([s.table().assign(network=name) for name, s in nets.items()], ignore_index=True)
     base = summary[summary["preset"] == p["preset"]]
-    report = base[base["n_crossbars"].isin(p["report_crossbars"])]
+    report_rows = base[base["n_crossbars"].isin(p["report_crossbars"])]
     tables = {
         "summary": summary,
         "ratios": ratios(summary, by=["preset"]),
         "sweep": sweep_frame,
-        "sweep_ratios": ratios(sweep_frame, by=["preset", "sweep"]) if len(sweep_frame) else pd.DataFrame(),
-        "layers": pd.concat(layers, ignore_index=True),
+        "sweep_ratios": _sweep_ratios(sweep_frame),
+        "layers": layers_table,
         "shapes": shapes_table[["network", *[c for c in shapes_table if c != "network"]]],
     }
-    report_ratios = ratios(report)
+    report_ratios = ratios(report_rows)
     info = {
         "format": OUTPUT_FORMAT,
         "preset": p["preset"],
@@ -210,6 +256,7 @@ def run(p: dict[str, Any], config: HardwareConfig, basis: BasisSpec, networks: d
             "e_step_j": config.e_step,
         },
         "compare_presets": {name: cfg.as_dict() for name, cfg in configs.items() if name != p["preset"]},
+        "max_as_mean": {name: MAX_AS_MEAN[name] for name in configs if name in MAX_AS_MEAN},
         "basis": basis.as_dict(),
         "params": p,
         "networks": {
@@ -230,6 +277,24 @@ def run(p: dict[str, Any], config: HardwareConfig, basis: BasisSpec, networks: d
     return {"tables": tables, "info": info, "report_ratios": report_ratios}
 
 
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    """One column of layers.csv: numeric parts stay numeric; mixed ones (text and NaN) become objects, not 'nan'."""
+    if all(np.issubdtype(part.dtype, np.number) or part.dtype == bool for part in parts):
+        return np.concatenate(parts)
+    return np.concatenate([part.astype(object) for part in parts])
+
+
+def _sweep_ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """ratios() of the sweep rows, with the verify_iters_share column carried over."""
+    if not len(frame):
+        return pd.DataFrame()
+    result = ratios(frame, by=["preset", "sweep"])
+    if "verify_iters_share" in frame:
+        shares = frame[["preset", "sweep", "network", "verify_iters", "verify_iters_share"]].drop_duplicates()
+        result = result.merge(shares, on=["preset", "sweep", "network", "verify_iters"], how="left")
+    return result
+
+
 def s_source(name: str) -> str:
     spec: PaperNetwork | None = PAPER_NETWORKS.get(name)
     if spec is None:
@@ -237,8 +302,10 @@ def s_source(name: str) -> str:
     return f"basisn.models.build_model({spec.model!r}, {spec.num_classes}, 3) at {spec.input_size}x{spec.input_size}"
 
 
-def format_table(report_ratios: pd.DataFrame, crossbars: list[int]) -> str:
-    """Network x N table of BasisN/reprogram cycles and EDP ratios, in percent."""
+def format_table(
+    report_ratios: pd.DataFrame, crossbars: list[int], columns: tuple[str, str] = ("cycles_ratio", "edp_ratio")
+) -> str:
+    """Network x N table of two ratio columns (default BasisN/reprogram cycles and EDP), in percent."""
     lines = []
     header = (
         f"{'network':<20}"
@@ -250,7 +317,7 @@ def format_table(report_ratios: pd.DataFrame, crossbars: list[int]) -> str:
         by_n = rows.set_index("n_crossbars")
         cells = [
             f"{100 * by_n.loc[n, column]:>13.3g}%" if n in by_n.index else f"{'n/a':>14}"
-            for column in ("cycles_ratio", "edp_ratio")
+            for column in columns
             for n in crossbars
         ]
         lines.append(f"{network:<20}" + "".join(cells))
@@ -289,8 +356,9 @@ def write_outputs(out: Path, result: dict) -> list[str]:
 def hw_eval_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="basisn hw-eval",
-        description="Cost model (DESIGN.md 2): cycles, latency, energy and EDP of ideal, reprogram and basisn on "
-        "the paper's networks (and the pipeline's model); writes JSON + CSV (schemas in docs/hardware.md).",
+        description="Cost model (DESIGN.md 2): cycles, latency, energy and EDP of ideal, the reprogramming "
+        "baseline's schedules, basisn and the digital baseline on the paper's networks (and the pipeline's model); "
+        "writes JSON + CSV (schemas in docs/hardware.md).",
     )
     parser.add_argument("--params", default="params.yaml", help="params file with a `hardware:` block")
     parser.add_argument("--profile", default=None, help="profile (default: `profile:` in the params file)")
@@ -313,7 +381,9 @@ def hw_eval_main(argv: list[str]) -> int:
             except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
                 raise HwParamsError(f"--model-shapes {args.model_shapes}: cannot read ({error})") from None
         networks = {name: paper_shapes(name) for name in p["networks"]} | networks
+        evaluating = time.perf_counter()
         result = run(p, config, basis, networks)
+        evaluation_seconds = time.perf_counter() - evaluating
     except ValueError as error:
         writer.close()
         print(f"hw-eval: {error}", file=sys.stderr)
@@ -326,13 +396,23 @@ def hw_eval_main(argv: list[str]) -> int:
         f"write, T_in={config.input_steps}, cpw={config.cols_per_weight}), basis n={basis.n_basis} "
         f"m={basis.segment_len} G={basis.groups}, batch {p['batch']}"
     )
+    report = result["report_ratios"]
     print("BasisN / reprogram (per inference; below 100% means BasisN is better):")
-    print(format_table(result["report_ratios"], p["report_crossbars"]))
+    print(format_table(report, p["report_crossbars"]))
+    if "cycles_ratio_best" in report:
+        print("BasisN / the best baseline option (ping-pong writes, replicas when everything fits):")
+        print(format_table(report, p["report_crossbars"], ("cycles_ratio_best", "edp_ratio_best")))
+    if "cycles_ratio_digital" in report:
+        print("BasisN / digital (the same MAC lanes running the dense network, no crossbars):")
+        print(format_table(report, p["report_crossbars"], ("cycles_ratio_digital", "edp_ratio_digital")))
     grouped = result["tables"]["sweep_ratios"]
     if len(grouped) and max(p["sweep"].get("groups", [1])) > 1:
         g = max(p["sweep"]["groups"])
         rows = grouped[(grouped["sweep"] == "groups") & (grouped["groups"] == g)]
         print(f"The same with group-sparse coefficients, G={g} (sweep.csv / sweep_ratios.csv hold every sweep):")
         print(format_table(rows[rows["n_crossbars"].isin(p["report_crossbars"])], p["report_crossbars"]))
-    print(f"hw-eval: {len(networks)} networks in {seconds:.1f}s -> {args.out}/ ({', '.join(files)})")
+    print(
+        f"hw-eval: {len(networks)} networks in {seconds:.1f}s ({evaluation_seconds:.2f}s of evaluation, the rest "
+        f"building shapes and writing files) -> {args.out}/ ({', '.join(files)})"
+    )
     return 0
