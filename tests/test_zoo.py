@@ -11,14 +11,20 @@ torchvision.models with at most MAX_FULL_PARAMETERS parameters, vit_b_16 at 224x
 from __future__ import annotations
 
 import copy
+import json
 import os
+import re
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 from torchvision import models as tv
 
 import basisn
+from basisn.hardware import layer_shapes
+from basisn.hardware.report import hw_eval_main
 from basisn.layers import BANK_KEY
 
 FULL = os.environ.get("BASISN_FULL_TESTS") == "1"
@@ -155,3 +161,89 @@ def test_transformer_encoder_converts_exactly(batch_first: bool) -> None:
     assert len(report) == 3 * 4 and not report.left_dense  # in_proj, out_proj, linear1, linear2 per layer
     with torch.enable_grad():  # the autograd path (no fused kernel) gives the same outputs
         torch.testing.assert_close(model(x), original(x), rtol=1e-4, atol=1e-5)
+
+
+def readme_own_model_blocks() -> list[str]:
+    """The python code blocks of the README's "Using `basisn` on your own model" section."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Using `basisn` on your own model", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
+def test_the_readme_examples_of_using_basisn_on_your_own_model_run_as_written(tmp_path, monkeypatch) -> None:
+    blocks = readme_own_model_blocks()
+    assert len(blocks) == 3  # resnet18, a Sequential, a transformer
+    monkeypatch.chdir(tmp_path)  # the first example writes model.pt
+    for block in blocks:
+        torch.manual_seed(0)
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})  # each block runs on its own
+    assert (tmp_path / "model.pt").is_file()
+
+
+# ---------------------------------------------------------------- the cost model's view of a transformer
+def test_layer_shapes_cost_every_projection_of_a_converted_transformer() -> None:
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+    dense = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    model, _ = basisn.to_basisn(copy.deepcopy(dense), 16, 32)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    shapes = layer_shapes(model, (1, 7, 32))
+    assert torch.backends.mha.get_fastpath_enabled() == fastpath  # switched off for the hooks only
+    rows = {s.name: (s.kind, s.P, s.g, s.L, s.O, s.mapped) for s in shapes.layers}
+    assert list(rows)[:4] == [
+        "layers.0.self_attn.in_proj", "layers.0.self_attn.out_proj", "layers.0.linear1", "layers.0.linear2",
+    ]  # fmt: skip
+    assert rows["layers.1.self_attn.in_proj"] == ("linear", 7, 1, 32, 96, True)  # 7 tokens, (3E x E)
+    assert rows["layers.1.self_attn.out_proj"] == ("linear", 7, 1, 32, 32, True)
+    assert rows["layers.1.linear1"] == ("linear", 7, 1, 32, 64, True)
+    assert shapes.basis.n_basis == 16 and len(shapes) == 8
+    assert shapes.macs == 2 * 7 * 32 * (96 + 32 + 64 + 64)  # weight-stationary matmuls only (no Q.K^T, A.V)
+    assert [s.name for s in layer_shapes(dense, (1, 7, 32)).layers] == list(rows)  # dense: same layers, on CPU too
+    with torch.device("meta"):
+        assert len(layer_shapes(copy.deepcopy(dense).to("meta"), (1, 7, 32))) == 8
+
+    class Cross(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attention = nn.MultiheadAttention(16, 2, kdim=8, vdim=12, batch_first=True)
+
+        def forward(self, x):
+            memory = x[..., :8].repeat(1, 3, 1)  # 15 key tokens of 8 features
+            return self.attention(x, memory, torch.cat([memory, memory[..., :4]], -1))[0]
+
+    cross = layer_shapes(Cross(), (1, 5, 16))
+    assert [(s.name, s.P, s.L, s.O) for s in cross.layers] == [
+        ("attention.q_proj", 5, 16, 16), ("attention.k_proj", 15, 8, 16), ("attention.v_proj", 15, 12, 16),
+        ("attention.out_proj", 5, 16, 16),
+    ]  # fmt: skip
+
+
+VIT_BLOCK = """
+hardware:
+  preset: default
+  compare_presets: []
+  networks: [vit_b_16, cifar_resnet18]
+  crossbars: [64]
+  report_crossbars: [64]
+  batch: 1
+  basis: {n_basis: 64, segment_len: 128, groups: 1}
+  sweep: {}
+"""
+
+
+def test_hw_eval_evaluates_vit_b_16_beside_the_paper_networks(tmp_path, capsys) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(VIT_BLOCK)
+    assert hw_eval_main(["--params", str(params), "--out", str(tmp_path / "hw")]) == 0
+    assert "vit_b_16" in capsys.readouterr().out
+    summary = pd.read_csv(tmp_path / "hw" / "summary.csv")
+    vit = summary[summary.network == "vit_b_16"]
+    assert set(vit.scheme) == {"ideal", "reprogram", "basisn"} and (vit.cycles > 0).all()
+    shapes = pd.read_csv(tmp_path / "hw" / "shapes.csv")
+    vit_shapes = shapes[shapes.network == "vit_b_16"]
+    in_proj = vit_shapes[vit_shapes.name.str.endswith("self_attention.in_proj")]
+    assert len(vit_shapes) == 1 + 12 * 4 + 1  # patch conv, 12 x (in_proj, out_proj, 2 MLP), head
+    assert len(in_proj) == 12 and set(zip(in_proj.P, in_proj.L, in_proj.O)) == {(197, 768, 2304)}
+    info = json.loads((tmp_path / "hw" / "hw_eval.json").read_text())
+    assert info["networks"]["vit_b_16"]["source"].startswith("torchvision.models.vit_b_16(weights=None")
+    assert info["networks"]["cifar_resnet18"]["source"].startswith("basisn.models.build_model('cifar_resnet18'")
