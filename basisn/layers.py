@@ -111,8 +111,21 @@ class BasisBank(nn.Module):
     def group_size(self) -> int:
         return self.n_basis // self.groups
 
+    def follow_root(self) -> None:
+        """On a container root, which holds the basis Parameter itself (attach_bank), re-point `weight` at it.
+
+        Calls that replace a module's Parameter objects (`to_empty`, `load_state_dict(assign=True)`, conversions
+        under torch.__future__'s overwrite setting) replace the root's; the bank must read the same one.
+        """
+        root = self.__dict__.get("_container_root")
+        if root is not None:
+            held = root._parameters.get(BANK_KEY)
+            if held is not None and held is not self._parameters["weight"]:
+                self._parameters["weight"] = held
+
     def quantized(self) -> Tensor:
         """Q_b(B): symmetric uniform, one scale for the whole basis (the cells hold `basis_bits`-bit weights)."""
+        self.follow_root()
         if self.basis_bits is None:
             return self.weight
         max_abs = self.weight.detach().abs().amax()
@@ -420,6 +433,8 @@ def rebuild_weights(model: nn.Module) -> dict[str, Tensor]:
     named = basis_layers(model)
     if not named:
         return {}
+    if hasattr(model, "basisn_bank"):
+        _sync_bank(model)
     _check_shared_settings([layer for _, layer in named])
     return dict(zip([name for name, _ in named], _rebuild([layer for _, layer in named])))
 
@@ -451,17 +466,9 @@ def _is_container(model: nn.Module) -> bool:
 
 
 def _sync_bank(model: nn.Module) -> BasisBank:
-    """The root's bank; on a container root, re-point the bank at the Parameter the root holds.
-
-    A container root holds the basis Parameter itself (see attach_bank); calls that replace a root's Parameter
-    objects (`load_state_dict(assign=True)`, conversions under `torch.__future__` overwrite settings) would
-    otherwise leave the bank reading the old one.
-    """
+    """The root's bank, pointing at the basis Parameter the root holds (see BasisBank.follow_root)."""
     bank: BasisBank = model.basisn_bank
-    if _is_container(model):
-        held = model._parameters.get(BANK_KEY)
-        if held is not None and held is not bank._parameters["weight"]:
-            bank._parameters["weight"] = held
+    bank.follow_root()
     return bank
 
 
@@ -476,11 +483,24 @@ def _forget_after_forward(model: nn.Module, args: object, output: object) -> Non
         layer.__dict__["_rebuilt"] = None
 
 
-def _bank_key_is_expected(model: nn.Module, incompatible_keys: object) -> None:
+def _load_bank_pre_hook(model: nn.Module, state_dict: dict, prefix: str, local_metadata: dict, *args: object) -> None:
+    """load_state_dict(assign=True) on a container root: nn.Module would setattr the dotted name, which it
+    refuses; assign the basis Parameter here instead (and let the post-hook drop the key from `missing`)."""
+    key = prefix + BANK_KEY
+    if local_metadata.get("assign_to_params_buffers") and key in state_dict:
+        old = model._parameters[BANK_KEY]
+        model._parameters[BANK_KEY] = nn.Parameter(state_dict.pop(key), requires_grad=old.requires_grad)
+        model.__dict__["_basisn_bank_assigned"] = True
+
+
+def _load_bank_post_hook(model: nn.Module, incompatible_keys: object) -> None:
     """load_state_dict post-hook of a container root: it loads "basisn_bank.weight" into its own Parameter, but
     nn.Module's check of unexpected keys looks for a child named "basisn_bank"."""
     unexpected = incompatible_keys.unexpected_keys
     unexpected[:] = [key for key in unexpected if not key.endswith(BANK_KEY)]
+    if model.__dict__.pop("_basisn_bank_assigned", False):
+        missing = incompatible_keys.missing_keys
+        missing[:] = [key for key in missing if not key.endswith(BANK_KEY)]
 
 
 def attach_bank(model: nn.Module, bank: BasisBank) -> nn.Module:
@@ -505,8 +525,10 @@ def attach_bank(model: nn.Module, bank: BasisBank) -> nn.Module:
     if _is_container(model):
         object.__setattr__(model, "basisn_bank", bank)  # not a child: the container does not iterate it
         model._parameters[BANK_KEY] = bank.weight  # a dotted key nn.Module's own setters would refuse
-        if _bank_key_is_expected not in model._load_state_dict_post_hooks.values():
-            model.register_load_state_dict_post_hook(_bank_key_is_expected)
+        bank.__dict__["_container_root"] = model  # a plain reference (deepcopy keeps it pointing at the copy)
+        if _load_bank_post_hook not in model._load_state_dict_post_hooks.values():
+            model.register_load_state_dict_pre_hook(_load_bank_pre_hook)
+            model.register_load_state_dict_post_hook(_load_bank_post_hook)
     else:
         model.basisn_bank = bank
     bank.layers = layers
@@ -519,9 +541,14 @@ def attach_bank(model: nn.Module, bank: BasisBank) -> nn.Module:
 def detach_bank(model: nn.Module) -> None:
     """Undo attach_bank: remove the rebuild hooks and the bank (from either place attach_bank put it)."""
     detach_bank_hooks(model)
-    for key in [key for key, hook in model._load_state_dict_post_hooks.items() if hook is _bank_key_is_expected]:
-        del model._load_state_dict_post_hooks[key]
+    for hooks in (model._load_state_dict_pre_hooks, model._load_state_dict_post_hooks):
+        for key, hook in list(hooks.items()):
+            if getattr(hook, "hook", hook) in (_load_bank_pre_hook, _load_bank_post_hook):
+                del hooks[key]
     model._parameters.pop(BANK_KEY, None)
+    bank = model.__dict__.get("basisn_bank") or model._modules.get("basisn_bank")
+    if bank is not None:
+        bank.__dict__.pop("_container_root", None)
     if "basisn_bank" in model._modules:
         del model._modules["basisn_bank"]
     model.__dict__.pop("basisn_bank", None)

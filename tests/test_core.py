@@ -462,6 +462,26 @@ def test_a_sequential_root_converts_in_place_and_keeps_len_indexing_and_iteratio
     assert restored.basisn_bank.weight.dtype == torch.float64 and restored(x.double()).dtype == torch.float64
 
 
+def test_a_sequential_root_built_on_meta_loads_with_to_empty_or_assign():
+    """The Parameter objects are replaced there; the bank must follow the one the root holds."""
+    torch.manual_seed(0)
+    model, _ = basisn.to_basisn(small_sequential(), n_basis=4, segment_len=9)
+    state, x = model.state_dict(), torch.randn(2, 3, 8, 8)
+    for assign in (False, True):
+        with torch.device("meta"):
+            skeleton = small_sequential()
+        skeleton, _ = basisn.to_basisn(skeleton, n_basis=4, segment_len=9, init="none")
+        if not assign:
+            skeleton.to_empty(device="cpu")
+        skeleton.load_state_dict(state, assign=assign)
+        assert torch.equal(skeleton[0].weight, model[0].weight)  # outside a forward too
+        assert torch.equal(skeleton(x), model(x))
+        assert skeleton.basisn_bank.weight is dict(skeleton.named_parameters())["basisn_bank.weight"]
+    missing = {k: v for k, v in state.items() if k != "basisn_bank.weight"}
+    with pytest.raises(RuntimeError, match='Missing key.*"basisn_bank.weight"'):
+        skeleton.load_state_dict(missing)
+
+
 def test_a_module_list_root_converts_and_its_layers_rebuild_on_their_own():
     torch.manual_seed(0)
     original = nn.ModuleList([nn.Linear(6, 6), nn.Linear(6, 3)])

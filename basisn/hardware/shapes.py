@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,12 +177,34 @@ def _weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
             raise ValueError(f"layer {name!r} is a transposed convolution; not supported by the cost model")
         if any(name.startswith(prefix + ".") for prefix in attention):
             continue
-        if isinstance(module, nn.MultiheadAttention):
+        if isinstance(module, nn.MultiheadAttention) or _is_window_attention(module):
             attention.append(name)
             found.append((name, module))
         elif _is_conv(module) or _is_linear(module):
             found.append((name, module))
     return found
+
+
+def _is_window_attention(module: nn.Module) -> bool:
+    """torchvision's Swin attention (ShiftedWindowAttention, V2): it passes qkv.weight and proj.weight to
+    F.linear itself, so their forward hooks never run."""
+    children = module._modules
+    return hasattr(module, "window_size") and _is_linear(children.get("qkv")) and _is_linear(children.get("proj"))
+
+
+def _window_attention_shapes(name: str, module: nn.Module, x: torch.Tensor) -> list[LayerShape]:
+    """qkv and proj of a window attention on (B, H, W, C): every token of the map padded to whole windows."""
+    height, width, channels = (int(v) for v in x.shape[-3:])
+    window_h, window_w = (int(v) for v in module.window_size)
+    tokens = math.ceil(height / window_h) * window_h * math.ceil(width / window_w) * window_w
+    shapes = []
+    for child in ("qkv", "proj"):
+        layer = module._modules[child]
+        mapped = True if _is_basis(layer) else None
+        shapes.append(
+            LayerShape(f"{name}.{child}", "linear", tokens, 1, int(layer.in_features), int(layer.out_features), mapped)
+        )
+    return shapes
 
 
 def _attention_shapes(
@@ -267,6 +290,8 @@ def _run_hooked(model: nn.Module, x: torch.Tensor, params: dict[str, torch.Tenso
             label = name if calls[name] == 1 else f"{name}#{calls[name]}"  # a module called twice costs twice
             if isinstance(module, nn.MultiheadAttention):
                 seen.extend(_attention_shapes(label, module, args, kwargs, batch))
+            elif _is_window_attention(module):
+                seen.extend(_window_attention_shapes(label, module, args[0] if args else kwargs["x"]))
             else:
                 seen.append(_shape_of(label, module, output))
 
@@ -328,4 +353,12 @@ def layer_shapes(model: nn.Module, input_size: int | tuple[int, ...], name: str 
         seen = [s if s.mapped else LayerShape(s.name, s.kind, s.P, s.g, s.L, s.O, False) for s in seen]
     if not seen:
         raise ValueError(f"model {type(model).__name__}: no Conv/Linear layer ran on an input of shape {shape}")
+    ran = {s.name.split("#")[0] for s in seen}
+    idle = [n for n, _ in layers if n not in ran and not any(s.startswith(n + ".") for s in ran)]
+    if idle:
+        warnings.warn(
+            f"layer_shapes: {len(idle)} weight layer(s) did not run on an input of shape {shape} and are not "
+            f"costed: {', '.join(idle[:5])}{', ...' if len(idle) > 5 else ''}",
+            stacklevel=2,
+        )
     return NetworkShapes(name or type(model).__name__, shape[1:], tuple(seen), basis)
