@@ -224,7 +224,11 @@ def _dense_reason(module: nn.Module, weights: list[str]) -> str:
             return "a parametrized weight (torch.nn.utils.parametrize): not basis-mapped"
         if isinstance(module.weight, nn.parameter.UninitializedParameter):
             return "a lazy layer not initialised yet (run one forward pass before to_basisn)"
-        return f"a subclass of nn.{type(module).__mro__[1].__name__} with its own forward or parameters: not mapped"
+        extra = sorted(set(module._parameters) - {"weight", "bias"})
+        if extra:  # e.g. torch.nn.utils.weight_norm's weight_g / weight_v
+            return f"parameters {', '.join(extra)} beside weight/bias (e.g. weight_norm): not basis-mapped"
+        base = "Conv2d" if isinstance(module, nn.Conv2d) else "Linear"
+        return f"a subclass of nn.{base} with its own forward: not basis-mapped"
     return f"parameter(s) {', '.join(weights)} are not a Conv2d/Linear/attention weight: kept as they are"
 
 
@@ -260,6 +264,10 @@ def _plan(model: nn.Module, exclude: tuple[str, ...]) -> _Plan:
         kind = _plain_layer_kind(module)
         is_attention = type(module) is nn.MultiheadAttention
         weights = [p for p, v in module._parameters.items() if v is not None and v.dim() >= 2]
+        if isinstance(module, parametrize.ParametrizationList):
+            continue  # reported on the parametrized module
+        if parametrize.is_parametrized(module):
+            weights += [f"{p} (parametrized)" for p in module.parametrizations]
         if excluded and (kind or is_attention or weights):
             keep_dense(module, f"excluded (exclude contains {excluded[0]!r})")
         elif kind:

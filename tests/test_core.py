@@ -585,6 +585,11 @@ def test_tied_weights_get_one_set_of_coefficients_and_stay_tied_in_to_dense():
     assert sum(p.numel() for p in dense.parameters()) == sum(p.numel() for p in original.parameters())
 
 
+class Doubled(nn.Linear):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
 class Mixed(nn.Module):
     """One Linear that maps, and every kind of weight that does not."""
 
@@ -597,10 +602,12 @@ class Mixed(nn.Module):
         self.conv1d = nn.Conv1d(8, 8, 3)
         self.conv3d = nn.Conv3d(2, 2, 3)
         self.transposed = nn.ConvTranspose2d(2, 2, 3)
+        self.normed = torch.nn.utils.parametrizations.weight_norm(nn.Linear(8, 8))
+        self.custom = Doubled(8, 8)
         self.body = nn.Linear(8, 8)
 
     def forward(self, tokens):
-        return self.tied_head(self.body(self.embedding(tokens)))
+        return self.tied_head(self.custom(self.normed(self.body(self.embedding(tokens)))))
 
 
 def test_layers_that_cannot_be_mapped_are_left_dense_and_listed_with_the_reason():
@@ -609,7 +616,12 @@ def test_layers_that_cannot_be_mapped_are_left_dense_and_listed_with_the_reason(
     model, report = basisn.to_basisn(copy.deepcopy(original), 8, 8, coef_bits=None, basis_bits=None)
     assert [row["name"] for row in report] == ["body"]
     reasons = {row["name"]: (row["type"], row["reason"]) for row in report.left_dense}
-    assert set(reasons) == {"embedding", "tied_head", "lstm", "conv1d", "conv3d", "transposed"}
+    assert set(reasons) == {"embedding", "tied_head", "lstm", "conv1d", "conv3d", "transposed", "normed", "custom"}
+    assert reasons["normed"] == (
+        "ParametrizedLinear",
+        "a parametrized weight (torch.nn.utils.parametrize): not basis-mapped",
+    )
+    assert reasons["custom"] == ("Doubled", "a subclass of nn.Linear with its own forward: not basis-mapped")
     assert "embedding table" in reasons["embedding"][1] and "recurrent" in reasons["lstm"][1]
     assert "tied to 'embedding'" in reasons["tied_head"][1] and "transposed convolution" in reasons["transposed"][1]
     assert reasons["conv3d"] == (
@@ -617,7 +629,7 @@ def test_layers_that_cannot_be_mapped_are_left_dense_and_listed_with_the_reason(
         "a Conv3d: only 2-D convolutions (nn.Conv2d), nn.Linear and attention are mapped",
     )
     assert model.tied_head.weight is model.embedding.weight  # the tie is kept
-    assert len(report.notes()) == 6 and all("\n" not in note for note in report.notes())
+    assert len(report.notes()) == 8 and all("\n" not in note for note in report.notes())
     tokens = torch.randint(0, 20, (2, 5))
     torch.testing.assert_close(model(tokens), original(tokens), rtol=1e-5, atol=1e-6)
     with pytest.raises(
