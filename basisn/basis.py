@@ -291,22 +291,26 @@ def _plan(model: nn.Module, exclude: tuple[str, ...]) -> _Plan:
             continue
         others = [m for m, _ in holders[id(unit.weight)] if m is not unit.source]
         group = [unit] + [candidates.get(id(m)) for m in others]
-        bias_holders = {id(m) for u in group if u is not None and u.bias is not None for m, _ in holders[id(u.bias)]}
-        ok = all(
-            u is not None
-            and u.kind == unit.kind
-            and u.source.weight.shape == unit.weight.shape
-            and isinstance(u.source, type(unit.source))
-            and type(unit.source) is type(u.source)
+        sources = {id(unit.source)} | {id(m) for m in others}
+        bias_partners = [
+            m
             for u in group
-        ) and bias_holders <= {id(u.source) for u in group}
-        grouped.update(id(u.source) for u in group if u is not None)
+            if u is not None and u.bias is not None
+            for m, _ in holders[id(u.bias)]
+            if id(m) not in sources
+        ]
+        ok = not bias_partners and all(
+            u is not None and type(u.source) is type(unit.source) and u.source.weight.shape == unit.weight.shape
+            for u in group
+        )
+        grouped.update(sources)
         if ok:
             unit.tied = group[1:]
             units.append(unit)
             continue
+        involved = [unit.source, *others, *bias_partners]
         for module in [unit.source, *others]:
-            partner = next(first_name(m) for m in [unit.source, *others] if m is not module)
+            partner = next(first_name(m) for m in involved if m is not module)
             keep_dense(module, f"weight or bias tied to {partner!r}, which is not mapped the same way; kept dense")
     kept_attention = []
     for names, module, projections in attention:
@@ -335,11 +339,14 @@ def _new_layer(unit: _Unit, settings: dict) -> BasisLayer:
     return layer
 
 
-def _share_coefficients(owner: BasisLayer, member: BasisLayer) -> None:
-    """A tied weight: `member` reads the coefficients, scales (and groups) of `owner`, one set for both."""
-    member.coef, member.scale = owner.coef, owner.scale
-    if owner.segment_group is not None:
-        member.segment_group = owner.segment_group
+def _share_coefficients(owner: _Unit, member: _Unit) -> None:
+    """A tied weight: `member` reads the coefficients, scales (and groups) of `owner`, one set for both (and the
+    bias too when the two shared it)."""
+    member.layer.coef, member.layer.scale = owner.layer.coef, owner.layer.scale
+    if owner.layer.segment_group is not None:
+        member.layer.segment_group = owner.layer.segment_group
+    if member.bias is not None and member.bias is owner.bias:
+        member.layer.bias = owner.layer.bias
 
 
 def to_basisn(
@@ -458,7 +465,7 @@ def to_basisn(
             errors = _errors(new_layers, rows, norms, quantized_weights, residual)
     for unit in units:
         for member in unit.tied:
-            _share_coefficients(unit.layer, member.layer)
+            _share_coefficients(unit, member)
 
     # 4. Swap the modules in (plain layers first: an attention module is rebuilt around its converted out_proj),
     # register the bank once, install the one-matmul rebuild.

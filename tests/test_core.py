@@ -585,6 +585,21 @@ def test_tied_weights_get_one_set_of_coefficients_and_stay_tied_in_to_dense():
     assert sum(p.numel() for p in dense.parameters()) == sum(p.numel() for p in original.parameters())
 
 
+def test_a_tied_bias_is_shared_with_its_weight_and_a_bias_tied_alone_keeps_both_layers_dense():
+    torch.manual_seed(0)
+    original = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)).eval()
+    original[1].bias = original[0].bias  # a bias tie alone: one set of coefficients cannot express it
+    original[3].weight, original[3].bias = original[2].weight, original[2].bias
+    model, report = basisn.to_basisn(copy.deepcopy(original), 4, 4, coef_bits=None, basis_bits=None)
+    assert [row["name"] for row in report] == ["2"] and report.shared == {"2": ["3"]}
+    assert [row["name"] for row in report.left_dense] == ["0", "1"] and model[1].bias is model[0].bias
+    assert model[3].bias is model[2].bias and model[3].coef is model[2].coef
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(model(x), original(x), rtol=1e-5, atol=1e-6)
+    dense = basisn.to_dense(model)
+    assert dense[3].weight is dense[2].weight and dense[3].bias is dense[2].bias
+
+
 class Doubled(nn.Linear):
     def forward(self, x):
         return 2 * super().forward(x)
