@@ -7,8 +7,11 @@ S segments of length m, and segment s of output row o is
 
 with B the one global basis shared by every layer. For training speed the weights of ALL layers are rebuilt
 together, once per forward pass, by one matmul (`rebuild_weights`), and then the ordinary `F.conv2d` / `F.linear`
-run, so cuDNN/oneDNN kernels, AMP and channels_last keep working. The "feed inputs through the basis, then
-combine" order of the hardware lives only in `basisn.hardware.sim`.
+run, so cuDNN/oneDNN kernels, AMP and channels_last keep working. A layer's `.weight` is that rebuilt tensor
+(read-only), so code that reads `module.weight` (nn.MultiheadAttention reads `out_proj.weight`, torchvision's
+Swin passes `qkv.weight` to F.linear) runs unchanged; `BasisMultiheadAttention` does the same for attention's
+bare in-projection Parameter. The "feed inputs through the basis, then combine" order of the hardware lives
+only in `basisn.hardware.sim`.
 """
 
 from __future__ import annotations
