@@ -188,7 +188,7 @@ class ConversionReport(list):
 
     def notes(self) -> list[str]:
         """One line per layer left dense."""
-        return [f"{row['name']} ({row['type']}) left dense: {row['reason']}" for row in self.left_dense]
+        return [f"{row['name'] or '(root)'} ({row['type']}) left dense: {row['reason']}" for row in self.left_dense]
 
 
 def _plain_layer_kind(module: nn.Module) -> str | None:
