@@ -5,8 +5,8 @@ what the original computes, to float32 rounding: any layer that is converted wro
 that expects a tensor, or silently skipped shows up here. `make test` converts the smallest member of every
 family (ViT's as a two-layer torchvision VisionTransformer: vit_b_16's 86M weights alone take 20 s to convert),
 in about half a minute on two cores; `make test-full` (BASISN_FULL_TESTS=1) every classification builder of
-torchvision.models with at most MAX_FULL_PARAMETERS parameters, vit_b_16 at 224x224 included (75 of the 80 builders, about a
-quarter of an hour).
+torchvision.models with at most MAX_FULL_PARAMETERS parameters, vit_b_16 at 224x224 included (75 of the 80
+builders, about a quarter of an hour).
 """
 
 from __future__ import annotations
