@@ -1,8 +1,8 @@
 """BasisN: every kernel of every layer as quantized coefficients over one global basis.
 
 The public API (names fixed: docs, notebooks and tests use them):
-``BasisBank``, ``BasisConv2d``, ``BasisLinear``, ``to_basisn``, ``rebuild_weights``, ``to_dense``,
-``save_basisn``, ``load_basisn``. The cost model and crossbar simulation live in ``basisn.hardware``.
+``BasisBank``, ``BasisConv2d``, ``BasisLinear``, ``BasisMultiheadAttention``, ``to_basisn``, ``rebuild_weights``,
+``to_dense``, ``save_basisn``, ``load_basisn``. The cost model and crossbar simulation live in ``basisn.hardware``.
 
 The names are imported on first use (PEP 562), so that `import basisn.figures` (every notebook) and
 `basisn notebook` do not pay for importing torch.
@@ -19,6 +19,7 @@ _EXPORTS = {
     "BasisBank": "basisn.layers",
     "BasisConv2d": "basisn.layers",
     "BasisLinear": "basisn.layers",
+    "BasisMultiheadAttention": "basisn.layers",
     "attach_bank": "basisn.layers",
     "basis_layers": "basisn.layers",
     "rebuild_weights": "basisn.layers",
@@ -33,6 +34,7 @@ __all__ = [  # literal, so that linters see the re-exports below
     "BasisBank",
     "BasisConv2d",
     "BasisLinear",
+    "BasisMultiheadAttention",
     "attach_bank",
     "basis_layers",
     "load_basisn",
@@ -44,7 +46,15 @@ __all__ = [  # literal, so that linters see the re-exports below
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from basisn.basis import load_basisn, save_basisn, to_basisn, to_dense
-    from basisn.layers import BasisBank, BasisConv2d, BasisLinear, attach_bank, basis_layers, rebuild_weights
+    from basisn.layers import (
+        BasisBank,
+        BasisConv2d,
+        BasisLinear,
+        BasisMultiheadAttention,
+        attach_bank,
+        basis_layers,
+        rebuild_weights,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -11,25 +11,28 @@ from __future__ import annotations
 import copy
 import math
 import os
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from basisn.atomic import atomic_torch_save
 from basisn.layers import (
     COEF_SCALES,
+    MHA_PROJECTIONS,
     QUANTIZERS,
     BasisBank,
     BasisConv2d,
     BasisLayer,
     BasisLinear,
+    BasisMultiheadAttention,
     _rebuild,
+    _sync_bank,
     attach_bank,
-    basis_layers,
     check_bits,
     check_positive_int,
-    check_root,
-    detach_bank_hooks,
+    detach_bank,
     random_orthonormal,
 )
 
@@ -129,7 +132,6 @@ def _validate(model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, gr
         raise ValueError(f"init={init!r} is not allowed; allowed: {', '.join(INITS)}")
     if isinstance(exclude, str):
         raise ValueError(f"exclude={exclude!r} is a string; pass a list/tuple of module names, e.g. [{exclude!r}]")
-    check_root(model)
     if hasattr(model, "basisn_bank"):
         raise ValueError("model is already basis-mapped (it has a basisn_bank); convert the original model")
     names = {name for name, _ in model.named_modules() if name}
@@ -141,6 +143,210 @@ def _validate(model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, gr
 
 def _is_excluded(name: str, exclude: tuple[str, ...]) -> bool:
     return any(name == e or name.startswith(e + ".") for e in exclude)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What to convert: the plan.
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Unit:
+    """One dense weight that becomes one basis-mapped layer (one set of coefficients)."""
+
+    name: str  # report name: the module's name, or "<attention>.in_proj" for a MultiheadAttention projection
+    kind: str  # "conv" | "linear"
+    source: nn.Module  # the nn.Conv2d / nn.Linear, or the nn.MultiheadAttention that holds the weight
+    weight: Tensor
+    bias: Tensor | None
+    places: list[str]  # module names to install the layer at (a module used at two places is one unit)
+    tied: list[_Unit] = field(default_factory=list)  # other units whose weight is the same Parameter
+    layer: BasisLayer | None = None
+
+
+@dataclass
+class _Plan:
+    units: list[_Unit]  # coefficient owners, in module order
+    attention: list[tuple[list[str], nn.MultiheadAttention, dict[str, _Unit]]]  # (places, module, projections)
+    left_dense: list[dict]
+
+
+class ConversionReport(list):
+    """to_basisn's report: one dict per basis-mapped layer (a list, as before), plus `left_dense` and `shared`.
+
+    `shared` maps a layer's name to the other module names using its coefficients (a module used at two
+    places, or tied weights). `left_dense` has one dict (name, type, reason) per module that holds a weight (a
+    parameter of two or more dimensions) and was left dense: excluded, a layer type that is not basis-mapped
+    (Conv1d, Conv3d, transposed convolutions, recurrent layers, embeddings, ...), a weight tied to a module that
+    stays dense, or a parameter that is not a layer's weight (a class token, a position embedding, a
+    relative-position bias table). Modules with only 1-D parameters (normalisation scales and shifts) are
+    element-wise and not listed.
+    """
+
+    def __init__(self, rows: list[dict], left_dense: list[dict], shared: dict[str, list[str]]) -> None:
+        super().__init__(rows)
+        self.left_dense = left_dense
+        self.shared = shared  # layer name -> the other module names that use its coefficients (tied weights)
+
+    def notes(self) -> list[str]:
+        """One line per layer left dense."""
+        return [f"{row['name'] or '(root)'} ({row['type']}) left dense: {row['reason']}" for row in self.left_dense]
+
+
+def _plain_layer_kind(module: nn.Module) -> str | None:
+    """ "conv"/"linear" for an nn.Conv2d/nn.Linear (or a subclass with the same forward and parameters), else None."""
+    if isinstance(module, nn.Conv2d):
+        same = type(module).forward is nn.Conv2d.forward and type(module)._conv_forward is nn.Conv2d._conv_forward
+        kind = "conv"
+    elif isinstance(module, nn.Linear):
+        same, kind = type(module).forward is nn.Linear.forward, "linear"
+    else:
+        return None
+    if not same or set(module._parameters) - {"weight", "bias"} or parametrize.is_parametrized(module):
+        return None
+    if isinstance(module.weight, nn.parameter.UninitializedParameter):
+        return None
+    return kind
+
+
+def _dense_reason(module: nn.Module, weights: list[str]) -> str:
+    """Why a module holding a weight is not basis-mapped (one phrase, for the report)."""
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return "a transposed convolution: only nn.Conv2d, nn.Linear and nn.MultiheadAttention are basis-mapped"
+    if isinstance(module, nn.modules.conv._ConvNd) and not isinstance(module, nn.Conv2d):
+        return f"a {type(module).__name__}: only 2-D convolutions (nn.Conv2d), nn.Linear and attention are mapped"
+    if isinstance(module, nn.RNNBase | nn.RNNCellBase):
+        return "recurrent weights: not basis-mapped (only nn.Conv2d, nn.Linear and nn.MultiheadAttention are)"
+    if isinstance(module, nn.Embedding | nn.EmbeddingBag):
+        return "an embedding table (a lookup, not a matmul): not basis-mapped"
+    if isinstance(module, nn.MultiheadAttention):
+        return "a subclass of nn.MultiheadAttention (its forward may differ): only nn.MultiheadAttention is mapped"
+    if isinstance(module, nn.Conv2d | nn.Linear):
+        if parametrize.is_parametrized(module):
+            return "a parametrized weight (torch.nn.utils.parametrize): not basis-mapped"
+        if isinstance(module.weight, nn.parameter.UninitializedParameter):
+            return "a lazy layer not initialised yet (run one forward pass before to_basisn)"
+        extra = sorted(set(module._parameters) - {"weight", "bias"})
+        if extra:  # e.g. torch.nn.utils.weight_norm's weight_g / weight_v
+            return f"parameters {', '.join(extra)} beside weight/bias (e.g. weight_norm): not basis-mapped"
+        base = "Conv2d" if isinstance(module, nn.Conv2d) else "Linear"
+        return f"a subclass of nn.{base} with its own forward: not basis-mapped"
+    return f"parameter(s) {', '.join(weights)} are not a Conv2d/Linear/attention weight: kept as they are"
+
+
+def _plan(model: nn.Module, exclude: tuple[str, ...]) -> _Plan:
+    """The units to convert, the attention modules to rebuild around them, and every weight left dense (why)."""
+    places: dict[int, list[str]] = {}
+    modules: dict[int, nn.Module] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        places.setdefault(id(module), []).append(name)
+        modules[id(module)] = module
+    holders: dict[int, list[tuple[nn.Module, str]]] = {}
+    for module in modules.values():
+        for pname, param in module._parameters.items():
+            if param is not None:
+                holders.setdefault(id(param), []).append((module, pname))
+
+    def first_name(module: nn.Module) -> str:
+        return places[id(module)][0]
+
+    left_dense: list[dict] = []
+    dense_ids: set[int] = set()
+
+    def keep_dense(module: nn.Module, reason: str) -> None:
+        if id(module) not in dense_ids:
+            dense_ids.add(id(module))
+            left_dense.append(dict(name=first_name(module), type=type(module).__name__, reason=reason))
+
+    candidates: dict[int, _Unit] = {}  # by id of the source module (Linear/Conv2d) or of the weight (attention)
+    attention: list[tuple[list[str], nn.MultiheadAttention, dict[str, _Unit]]] = []
+    for key, module in modules.items():
+        names = places[key]
+        excluded = [e for e in exclude for n in names if _is_excluded(n, (e,))]
+        kind = _plain_layer_kind(module)
+        is_attention = type(module) is nn.MultiheadAttention
+        weights = [p for p, v in module._parameters.items() if v is not None and v.dim() >= 2]
+        if isinstance(module, parametrize.ParametrizationList):
+            continue  # reported on the parametrized module
+        if parametrize.is_parametrized(module):
+            weights += [f"{p} (parametrized)" for p in module.parametrizations]
+        if excluded and (kind or is_attention or weights):
+            keep_dense(module, f"excluded (exclude contains {excluded[0]!r})")
+        elif kind:
+            candidates[key] = _Unit(names[0], kind, module, module.weight, module.bias, list(names))
+        elif is_attention:
+            projections = {}
+            for proj in ("in_proj", "q_proj", "k_proj", "v_proj"):
+                weight = module._parameters.get(f"{proj}_weight")
+                if weight is not None:
+                    projections[proj] = _Unit(f"{names[0]}.{proj}", "linear", module, weight, None, [])
+            attention.append((list(names), module, projections))
+        elif weights:
+            keep_dense(module, _dense_reason(module, weights))
+
+    # Ties: a weight Parameter held by two modules. Between plain layers of one shape: one set of coefficients.
+    # With anything else (an embedding, an excluded layer, an attention projection): all of them stay dense.
+    units: list[_Unit] = []
+    grouped: set[int] = set()
+    for key, unit in candidates.items():
+        if key in grouped:
+            continue
+        others = [m for m, _ in holders[id(unit.weight)] if m is not unit.source]
+        group = [unit] + [candidates.get(id(m)) for m in others]
+        sources = {id(unit.source)} | {id(m) for m in others}
+        bias_partners = [
+            m
+            for u in group
+            if u is not None and u.bias is not None
+            for m, _ in holders[id(u.bias)]
+            if id(m) not in sources
+        ]
+        ok = not bias_partners and all(
+            u is not None and type(u.source) is type(unit.source) and u.source.weight.shape == unit.weight.shape
+            for u in group
+        )
+        grouped.update(sources)
+        if ok:
+            unit.tied = group[1:]
+            units.append(unit)
+            continue
+        involved = [unit.source, *others, *bias_partners]
+        for module in [unit.source, *others]:
+            partner = next(first_name(m) for m in involved if m is not module)
+            keep_dense(module, f"weight or bias tied to {partner!r}, which is not mapped the same way; kept dense")
+    kept_attention = []
+    for names, module, projections in attention:
+        tied = [m for u in projections.values() for m, _ in holders[id(u.weight)] if m is not module]
+        if tied:
+            keep_dense(module, f"an attention projection tied to {first_name(tied[0])!r}; kept dense to keep the tie")
+        else:
+            kept_attention.append((names, module, projections))
+            units.extend(projections.values())
+    order = {key: i for i, key in enumerate(modules)}
+    units.sort(key=lambda u: order[id(u.source)])  # stable: q, k, v projections keep their order
+    return _Plan(units, kept_attention, left_dense)
+
+
+def _new_layer(unit: _Unit, settings: dict) -> BasisLayer:
+    if unit.kind == "conv":
+        m = unit.source
+        return BasisConv2d(
+            m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
+            m.bias is not None, m.padding_mode, **settings,
+        )  # fmt: skip
+    out_features, in_features = unit.weight.shape
+    layer = BasisLinear(in_features, out_features, unit.bias is not None, **settings)
+    if isinstance(unit.source, nn.Linear):
+        layer.dense_type = type(unit.source)  # to_dense gives back e.g. MultiheadAttention's own Linear subclass
+    return layer
+
+
+def _share_coefficients(owner: _Unit, member: _Unit) -> None:
+    """A tied weight: `member` reads the coefficients, scales (and groups) of `owner`, one set for both (and the
+    bias too when the two shared it)."""
+    member.layer.coef, member.layer.scale = owner.layer.coef, owner.layer.scale
+    if owner.layer.segment_group is not None:
+        member.layer.segment_group = owner.layer.segment_group
+    if member.bias is not None and member.bias is owner.bias:
+        member.layer.bias = owner.layer.bias
 
 
 def to_basisn(
@@ -157,81 +363,84 @@ def to_basisn(
     init: str = "svd",
     group_iterations: int = 10,
     seed: int = 0,
-) -> tuple[nn.Module, list[dict]]:
-    """Replace every nn.Conv2d / nn.Linear of `model` (in place) by its basis-mapped version, all sharing one bank.
+) -> tuple[nn.Module, ConversionReport]:
+    """Replace every nn.Conv2d / nn.Linear / nn.MultiheadAttention projection of `model` (in place) by its
+    basis-mapped version, all sharing one bank.
 
     Args mirror DESIGN.md 1.1: `n_basis` n, `segment_len` m (= crossbar rows), `coef_bits`/`coef_quant` the
     coefficient quantizer (None: off), `basis_bits` the basis quantizer (None: off), `groups` G of the
     group-sparse option, `exclude` module names kept dense (a name also excludes everything under it),
     `coef_scale` "channel" or "layer" range of the coefficient quantizer, `init` "svd" (the decomposition),
-    "random" (a random orthonormal basis, for comparison) or "none" (leave random values: loading a checkpoint).
+    "random" (a random orthonormal basis, for comparison) or "none" (leave random values: loading a checkpoint;
+    the only init that works on the meta device, whose tensors hold no values).
 
-    Returns the model and a report: one dict per converted layer (name, kind, weight shape, segments,
-    coefficients (active), weights, relative reconstruction error with and without quantization).
+    Any root works, nn.Sequential / nn.ModuleList included (see basisn.layers.attach_bank for where the bank
+    goes). A module used at two places is one basis-mapped layer at both; two Linear (or Conv2d) layers sharing
+    one weight Parameter share one set of coefficients; a weight tied to a module that is not mapped keeps both
+    dense. nn.MultiheadAttention becomes basisn.layers.BasisMultiheadAttention (same forward, fast path kept).
+
+    Returns the model and a ConversionReport: one dict per basis-mapped layer (name, kind, weight shape,
+    segments, coefficients (active), weights, relative reconstruction error with and without quantization,
+    and `report.left_dense` naming every weight left dense and why (`report.notes()`: one line each), and
+    `report.shared` the modules that use one layer's coefficients at several places.
     """
     exclude = exclude if isinstance(exclude, str) else tuple(exclude)  # a bare string is refused by _validate
     _validate(model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, groups, exclude, coef_scale, init)
-    targets = [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Conv2d | nn.Linear) and not _is_excluded(name, exclude)
-    ]
-    if not targets:
-        raise ValueError("model has no nn.Conv2d / nn.Linear to convert (after exclude)")
-    reference = next(iter(targets))[1].weight
+    plan = _plan(model, exclude)
+    units = plan.units
+    if not units:
+        skipped = "; ".join(f"{r['name']} ({r['type']}): {r['reason']}" for r in plan.left_dense[:3])
+        raise ValueError(
+            "model has no nn.Conv2d / nn.Linear / nn.MultiheadAttention to convert (after exclude)"
+            + (f"; left dense: {skipped}" if skipped else "")
+        )
+    roots = [unit for unit in units if "" in unit.places] + [m for names, m, _ in plan.attention if "" in names]
+    if roots:
+        raise ValueError(
+            f"model is itself a {type(model).__name__}, which to_basisn would have to replace; wrap it in a "
+            "module (or an nn.Sequential) to convert it"
+        )
+    reference = units[0].weight
+    if init != "none" and any(unit.weight.is_meta for unit in units):
+        raise ValueError(
+            f"model is on the meta device: its weights hold no values to decompose (init={init!r}); use "
+            "init='none' for the structure only (then load weights), or build the model on a real device"
+        )
     generator = torch.Generator().manual_seed(seed)
-
-    # 1. Stack the normalised segments of all layers (float32; only the m x m and n x n systems need float64).
-    rows = [weight_rows(module.weight.detach().float()) for _, module in targets]
-    norms = [r.norm(dim=1) for r in rows]
-    segments = [segment_rows(r / n.clamp_min(1e-30)[:, None], segment_len) for r, n in zip(rows, norms)]
-    stacked = torch.cat([s.reshape(-1, segment_len) for s in segments])
-    del segments
-
-    # 2. The shared basis (and the group of each segment).
-    if init == "svd":
-        basis = top_singular_basis(stacked, n_basis)
-    else:
-        basis = random_orthonormal(n_basis, segment_len, generator).to(stacked)
-    basis = basis.float()
-    segment_group = None
-    if groups > 1 and init != "none":
-        basis, segment_group = assign_groups(stacked, basis, groups, group_iterations)
     bank = BasisBank(n_basis, segment_len, basis_bits, groups).to(device=reference.device, dtype=reference.dtype)
 
-    # 3. The layers. Their coefficients are fitted after the bank holds its final (quantized) basis.
-    new_layers: list[BasisLayer] = []
+    # 1. The layers. Their coefficients are fitted after the bank holds its final (quantized) basis.
+    settings = dict(bank=bank, coef_bits=coef_bits, coef_quant=coef_quant, coef_scale=coef_scale)
     # a model moved to channels_last has NHWC conv weights; 1x1 and one-input-channel kernels are both layouts at
     # once, so any conv whose weight is NHWC-only tells the layout of the model
-    source_channels_last = any(
-        isinstance(module, nn.Conv2d) and not module.weight.is_contiguous() for _, module in targets
-    )
-    for _, module in targets:
-        settings = dict(bank=bank, coef_bits=coef_bits, coef_quant=coef_quant, coef_scale=coef_scale)
-        if isinstance(module, nn.Conv2d):
-            layer = BasisConv2d(
-                module.in_channels,
-                module.out_channels,
-                module.kernel_size,
-                module.stride,
-                module.padding,
-                module.dilation,
-                module.groups,
-                module.bias is not None,
-                module.padding_mode,
-                **settings,
-            )
-        else:
-            layer = BasisLinear(module.in_features, module.out_features, module.bias is not None, **settings)
-        layer.to(device=reference.device, dtype=reference.dtype)
-        if isinstance(module, nn.Conv2d) and source_channels_last:
-            layer.to(memory_format=torch.channels_last)  # keep the source model's NHWC layout
-        if module.bias is not None:
-            layer.bias.data.copy_(module.bias.detach())
-        new_layers.append(layer)
+    source_channels_last = any(unit.kind == "conv" and not unit.weight.is_contiguous() for unit in units)
+    for unit in units:
+        for member in [unit, *unit.tied]:
+            member.layer = _new_layer(member, settings).to(device=reference.device, dtype=reference.dtype)
+            if member.kind == "conv" and source_channels_last:
+                member.layer.to(memory_format=torch.channels_last)  # keep the source model's NHWC layout
+            if member.bias is not None:
+                member.layer.bias.data.copy_(member.bias.detach())
+    new_layers = [unit.layer for unit in units]
 
     errors = None
     if init != "none":
+        # 2. Stack the normalised segments of all layers (float32; only the m x m and n x n systems need float64).
+        rows = [weight_rows(unit.weight.detach().float()) for unit in units]
+        norms = [r.norm(dim=1) for r in rows]
+        segments = [segment_rows(r / n.clamp_min(1e-30)[:, None], segment_len) for r, n in zip(rows, norms)]
+        stacked = torch.cat([s.reshape(-1, segment_len) for s in segments])
+        del segments
+
+        # 3. The shared basis (and the group of each segment), then the coefficients.
+        if init == "svd":
+            basis = top_singular_basis(stacked, n_basis)
+        else:
+            basis = random_orthonormal(n_basis, segment_len, generator).to(stacked)
+        basis = basis.float()
+        segment_group = None
+        if groups > 1:
+            basis, segment_group = assign_groups(stacked, basis, groups, group_iterations)
         with torch.no_grad():
             bank.weight.copy_(basis)
             quantized_basis = bank.quantized().float()
@@ -254,11 +463,21 @@ def to_basisn(
             del coefs
             quantized_weights = _refit_scales(new_layers, rows)
             errors = _errors(new_layers, rows, norms, quantized_weights, residual)
+    for unit in units:
+        for member in unit.tied:
+            _share_coefficients(unit, member)
 
-    # 4. Swap the modules in, register the bank once, install the one-matmul rebuild.
-    for (name, _), layer in zip(targets, new_layers):
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+    # 4. Swap the modules in (plain layers first: an attention module is rebuilt around its converted out_proj),
+    # register the bank once, install the one-matmul rebuild.
+    for unit in units:
+        for member in [unit, *unit.tied]:
+            for name in member.places:
+                _install(model, name, member.layer)
+    for names, _, projections in plan.attention:
+        current = model.get_submodule(names[0]) if names[0] else model
+        mapped = BasisMultiheadAttention.from_dense(current, {k: u.layer for k, u in projections.items()})
+        for name in names:
+            _install(model, name, mapped)
     attach_bank(model, bank)
     bank.config = dict(
         n_basis=n_basis,
@@ -270,7 +489,17 @@ def to_basisn(
         exclude=list(exclude),
         coef_scale=coef_scale,
     )
-    return model, _report(targets, new_layers, errors)
+    shared = {
+        unit.name: unit.places[1:] + [name for member in unit.tied for name in member.places]
+        for unit in units
+        if len(unit.places) > 1 or unit.tied
+    }
+    return model, ConversionReport(_report(units, errors), plan.left_dense, shared)
+
+
+def _install(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
 def _refit_scales(layers: list[BasisLayer], rows: list[Tensor]) -> list[Tensor]:
@@ -303,18 +532,19 @@ def _errors(layers, rows, norms, quantized, residual) -> list[tuple[float, float
     return errors
 
 
-def _report(targets, layers, errors) -> list[dict]:
-    group_size = layers[0].bank.group_size
+def _report(units: list[_Unit], errors: list[tuple[float, float]] | None) -> list[dict]:
+    group_size = units[0].layer.bank.group_size
     report = []
-    for index, ((name, module), layer) in enumerate(zip(targets, layers)):
+    for index, unit in enumerate(units):
+        layer = unit.layer
         report.append(
             dict(
-                name=name,
-                kind="conv" if isinstance(module, nn.Conv2d) else "linear",
-                weight_shape=list(module.weight.shape),
+                name=unit.name,
+                kind=unit.kind,
+                weight_shape=list(unit.weight.shape),
                 segments=layer.out_rows * layer.segments,
                 coefficients=layer.out_rows * layer.segments * group_size,
-                weights=module.weight.numel(),
+                weights=unit.weight.numel(),
                 rel_error=errors[index][0] if errors else None,
                 rel_error_unquantized=errors[index][1] if errors else None,
             )
@@ -323,42 +553,66 @@ def _report(targets, layers, errors) -> list[dict]:
 
 
 def to_dense(model: nn.Module) -> nn.Module:
-    """A copy of a basis-mapped model with ordinary nn.Conv2d / nn.Linear holding the rebuilt (quantized) weights.
+    """A copy of a basis-mapped model with ordinary nn.Conv2d / nn.Linear / nn.MultiheadAttention holding the
+    rebuilt (quantized) weights.
 
-    Same outputs, none of the rebuild cost: for deployment-speed inference and for comparison. The input model is
-    left untouched.
+    Same outputs, none of the rebuild cost: for deployment-speed inference and for comparison. Ties are kept (a
+    layer whose coefficients are shared gives one weight Parameter). The input model is left untouched.
     """
     if not hasattr(model, "basisn_bank"):
         raise ValueError("model is not basis-mapped (no basisn_bank); to_dense takes the output of to_basisn")
+    _sync_bank(model)
     dense = copy.deepcopy(model)
-    named = basis_layers(dense)
+    places: dict[int, list[str]] = {}
+    modules: dict[int, nn.Module] = {}
+    for name, module in dense.named_modules(remove_duplicate=False):
+        if isinstance(module, BasisLayer | BasisMultiheadAttention):
+            places.setdefault(id(module), []).append(name)
+            modules[id(module)] = module
+    layers = [m for m in modules.values() if isinstance(m, BasisLayer)]
     with torch.no_grad():
-        weights = _rebuild([layer for _, layer in named])
-    for (name, layer), weight in zip(named, weights):
+        weights = dict(zip(map(id, layers), _rebuild(layers)))
+    shared: dict[int, nn.Parameter] = {}  # id of a coef Parameter -> its dense weight (tied weights stay tied)
+    plain_of: dict[int, nn.Module] = {}
+    for layer in layers:
         if isinstance(layer, BasisConv2d):
             plain = nn.Conv2d(
-                layer.in_channels,
-                layer.out_channels,
-                layer.kernel_size,
-                layer.stride,
-                layer.padding,
-                layer.dilation,
-                layer.groups,
-                layer.bias is not None,
-                layer.padding_mode,
-                device="meta",
+                layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                layer.dilation, layer.groups, layer.bias is not None, layer.padding_mode, device="meta",
+            )  # fmt: skip
+        else:
+            dense_type = getattr(layer, "dense_type", nn.Linear)
+            plain = dense_type.__new__(dense_type)  # e.g. MultiheadAttention's Linear subclass, same forward
+            nn.Linear.__init__(plain, layer.in_features, layer.out_features, layer.bias is not None, device="meta")
+        memory_format = torch.channels_last if getattr(layer, "channels_last", False) else torch.contiguous_format
+        if id(layer.coef) not in shared:
+            shared[id(layer.coef)] = nn.Parameter(weights[id(layer)].detach().clone(memory_format=memory_format))
+        plain.weight = shared[id(layer.coef)]
+        if layer.bias is not None:
+            plain.bias = shared.setdefault(id(layer.bias), nn.Parameter(layer.bias.detach().clone()))
+        plain.train(layer.training)
+        plain_of[id(layer)] = plain
+    projection_ids = {
+        id(child)
+        for module in modules.values()
+        if isinstance(module, BasisMultiheadAttention)
+        for key, child in module._modules.items()
+        if key in MHA_PROJECTIONS
+    }
+    for key in reversed(list(modules)):  # children before parents: an attention module gets its dense out_proj
+        module = modules[key]
+        if key in projection_ids:
+            continue  # the attention module's own Parameters, below
+        if isinstance(module, BasisMultiheadAttention):
+            plain = module.to_dense(
+                {k: shared[id(v.coef)].data for k, v in module._modules.items() if k in MHA_PROJECTIONS}
             )
         else:
-            plain = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None, device="meta")
-        memory_format = torch.channels_last if getattr(layer, "channels_last", False) else torch.contiguous_format
-        plain.weight = nn.Parameter(weight.detach().clone(memory_format=memory_format))
-        if layer.bias is not None:
-            plain.bias = nn.Parameter(layer.bias.detach().clone())
-        plain.train(layer.training)
-        parent_name, _, child = name.rpartition(".")
-        setattr(dense.get_submodule(parent_name) if parent_name else dense, child, plain)
-    detach_bank_hooks(dense)
-    del dense.basisn_bank
+            plain = plain_of[key]
+        for name in places[key]:
+            parent_name, _, child = name.rpartition(".")
+            setattr(dense.get_submodule(parent_name) if parent_name else dense, child, plain)
+    detach_bank(dense)
     return dense
 
 
@@ -378,15 +632,38 @@ def save_basisn(model: nn.Module, path: str | os.PathLike, extra: dict | None = 
     atomic_torch_save(payload, path)
 
 
+CONFIG_KEYS = ("n_basis", "segment_len", "coef_bits", "coef_quant", "basis_bits", "groups", "exclude", "coef_scale")
+
+
 def load_basisn(model: nn.Module, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Convert a freshly built (dense) `model` with the saved config and load the saved weights into it.
 
-    Returns the checkpoint's `extra` dict. Loads with weights_only=True: a checkpoint cannot run code.
+    All or nothing: the conversion and the load are first tried on a copy, so a checkpoint that does not fit
+    (another architecture, missing or resized tensors, a bad config) raises one line naming the file and leaves
+    `model` exactly as it was. Returns the checkpoint's `extra` dict. Loads with weights_only=True: a checkpoint
+    cannot run code.
     """
     checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a basisn model checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    config = dict(checkpoint["config"])
+    config, state = checkpoint.get("config"), checkpoint.get("state_dict")
+    if not isinstance(config, dict) or set(config) - set(CONFIG_KEYS) or not isinstance(state, dict):
+        raise ValueError(
+            f"{path}: the checkpoint's config/state_dict are not a basisn model's (config keys allowed: "
+            f"{', '.join(CONFIG_KEYS)})"
+        )
+    if hasattr(model, "basisn_bank"):
+        raise ValueError("model is already basis-mapped (it has a basisn_bank); load into a freshly built model")
+    trial = copy.deepcopy(model)
+    try:
+        to_basisn(trial, **config, init="none")
+        trial.load_state_dict(state)
+    except (ValueError, RuntimeError, TypeError, KeyError) as error:
+        reason = " ".join(str(error).split())
+        raise ValueError(
+            f"{path} does not fit this model ({type(model).__name__}), which is unchanged: {reason[:500]}"
+        ) from error
+    del trial
     to_basisn(model, **config, init="none")
-    model.load_state_dict(checkpoint["state_dict"])
+    model.load_state_dict(state)
     return checkpoint.get("extra", {})

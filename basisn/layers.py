@@ -7,8 +7,11 @@ S segments of length m, and segment s of output row o is
 
 with B the one global basis shared by every layer. For training speed the weights of ALL layers are rebuilt
 together, once per forward pass, by one matmul (`rebuild_weights`), and then the ordinary `F.conv2d` / `F.linear`
-run, so cuDNN/oneDNN kernels, AMP and channels_last keep working. The "feed inputs through the basis, then
-combine" order of the hardware lives only in `basisn.hardware.sim`.
+run, so cuDNN/oneDNN kernels, AMP and channels_last keep working. A layer's `.weight` is that rebuilt tensor
+(read-only), so code that reads `module.weight` (nn.MultiheadAttention reads `out_proj.weight`, torchvision's
+Swin passes `qkv.weight` to F.linear) runs unchanged; `BasisMultiheadAttention` does the same for attention's
+bare in-projection Parameter. The "feed inputs through the basis, then combine" order of the hardware lives
+only in `basisn.hardware.sim`.
 """
 
 from __future__ import annotations
@@ -111,8 +114,21 @@ class BasisBank(nn.Module):
     def group_size(self) -> int:
         return self.n_basis // self.groups
 
+    def follow_root(self) -> None:
+        """On a container root, which holds the basis Parameter itself (attach_bank), re-point `weight` at it.
+
+        Calls that replace a module's Parameter objects (`to_empty`, `load_state_dict(assign=True)`, conversions
+        under torch.__future__'s overwrite setting) replace the root's; the bank must read the same one.
+        """
+        root = self.__dict__.get("_container_root")
+        if root is not None:
+            held = root._parameters.get(BANK_KEY)
+            if held is not None and held is not self._parameters["weight"]:
+                self._parameters["weight"] = held
+
     def quantized(self) -> Tensor:
         """Q_b(B): symmetric uniform, one scale for the whole basis (the cells hold `basis_bits`-bit weights)."""
+        self.follow_root()
         if self.basis_bits is None:
             return self.weight
         max_abs = self.weight.detach().abs().amax()
@@ -198,12 +214,36 @@ class BasisLayer(nn.Module):
         """Q_c(coef) with the group mask applied, shape (O, S, n): what the digital unit multiplies with."""
         return _quantized_coefficients([self]).reshape(self.coef.shape)
 
-    def weight(self) -> Tensor:
+    def rebuild_weight(self) -> Tensor:
         """This layer's reconstructed weight, rebuilt on its own (the model's forward rebuilds all layers at once)."""
         return _rebuild([self])[0]
 
-    def current_weight(self) -> Tensor:
-        return self._rebuilt if self._rebuilt is not None else self.weight()
+    @property
+    def weight(self) -> Tensor:
+        """The reconstructed weight, as a tensor (code that reads `module.weight` works; gradients reach coef,
+        scale and the basis). Inside the model's forward it is the weight the root's one-matmul rebuild made for
+        this pass; outside it is rebuilt on the spot. Read-only: the layer's parameters are coef, scale, bias."""
+        rebuilt = self.__dict__.get("_rebuilt")
+        return rebuilt if rebuilt is not None else self.rebuild_weight()
+
+    @weight.setter
+    def weight(self, value: object) -> None:
+        raise AttributeError(_READ_ONLY_WEIGHT.format(cls=type(self).__name__))
+
+    @weight.deleter
+    def weight(self) -> None:
+        raise AttributeError(_READ_ONLY_WEIGHT.format(cls=type(self).__name__))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "weight":  # nn.Module.__setattr__ would register a Parameter under the property's name
+            raise AttributeError(_READ_ONLY_WEIGHT.format(cls=type(self).__name__))
+        super().__setattr__(name, value)
+
+
+_READ_ONLY_WEIGHT = (
+    "{cls}.weight is rebuilt from the shared basis and the layer's coefficients and cannot be assigned or deleted; "
+    "change .coef / .scale / the bank instead, or use basisn.to_dense for ordinary layers with a weight Parameter"
+)
 
 
 class BasisConv2d(BasisLayer):
@@ -270,7 +310,7 @@ class BasisConv2d(BasisLayer):
         return not self.layout_probe.is_contiguous()
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.current_weight()
+        weight = self.weight
         if self.channels_last or (
             x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         ):
@@ -322,7 +362,7 @@ class BasisLinear(BasisLayer):
         self.in_features, self.out_features = in_features, out_features
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.current_weight(), self.bias)
+        return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (
@@ -396,6 +436,8 @@ def rebuild_weights(model: nn.Module) -> dict[str, Tensor]:
     named = basis_layers(model)
     if not named:
         return {}
+    if hasattr(model, "basisn_bank"):
+        _sync_bank(model)
     _check_shared_settings([layer for _, layer in named])
     return dict(zip([name for name, _ in named], _rebuild([layer for _, layer in named])))
 
@@ -415,23 +457,67 @@ def _check_shared_settings(layers: Iterable[BasisLayer]) -> None:
             )
 
 
-def _rebuild_before_forward(model: nn.Module, args: object) -> None:
+# --------------------------------------------------------------------------------------------------------------
+# The bank on the model's root.
+# --------------------------------------------------------------------------------------------------------------
+BANK_KEY = "basisn_bank.weight"  # the bank's one entry in state_dict, whatever the root
+CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _is_container(model: nn.Module) -> bool:
+    return isinstance(model, CONTAINERS)
+
+
+def _sync_bank(model: nn.Module) -> BasisBank:
+    """The root's bank, pointing at the basis Parameter the root holds (see BasisBank.follow_root)."""
     bank: BasisBank = model.basisn_bank
+    bank.follow_root()
+    return bank
+
+
+def _rebuild_before_forward(model: nn.Module, args: object) -> None:
+    bank = _sync_bank(model)
     for layer, weight in zip(bank.layers, _rebuild(bank.layers)):
-        layer._rebuilt = weight
+        layer.__dict__["_rebuilt"] = weight
 
 
 def _forget_after_forward(model: nn.Module, args: object, output: object) -> None:
     for layer in model.basisn_bank.layers:  # free this pass's weights (their graph is held by the output)
-        layer._rebuilt = None
+        layer.__dict__["_rebuilt"] = None
+
+
+def _load_bank_pre_hook(model: nn.Module, state_dict: dict, prefix: str, local_metadata: dict, *args: object) -> None:
+    """load_state_dict(assign=True) on a container root: nn.Module would setattr the dotted name, which it
+    refuses; assign the basis Parameter here instead (and let the post-hook drop the key from `missing`)."""
+    key = prefix + BANK_KEY
+    if local_metadata.get("assign_to_params_buffers") and key in state_dict:
+        old = model._parameters[BANK_KEY]
+        model._parameters[BANK_KEY] = nn.Parameter(state_dict.pop(key), requires_grad=old.requires_grad)
+        model.__dict__["_basisn_bank_assigned"] = True
+
+
+def _load_bank_post_hook(model: nn.Module, incompatible_keys: object) -> None:
+    """load_state_dict post-hook of a container root: it loads "basisn_bank.weight" into its own Parameter, but
+    nn.Module's check of unexpected keys looks for a child named "basisn_bank"."""
+    unexpected = incompatible_keys.unexpected_keys
+    unexpected[:] = [key for key in unexpected if not key.endswith(BANK_KEY)]
+    if model.__dict__.pop("_basisn_bank_assigned", False):
+        missing = incompatible_keys.missing_keys
+        missing[:] = [key for key in missing if not key.endswith(BANK_KEY)]
 
 
 def attach_bank(model: nn.Module, bank: BasisBank) -> nn.Module:
     """Register `bank` on the model's root and rebuild all its basis layers once per forward pass.
 
     `to_basisn` calls this; call it yourself for a model you built from BasisConv2d/BasisLinear directly.
+
+    An ordinary root registers the bank as the submodule `basisn_bank`. A Sequential / ModuleList / ModuleDict
+    root iterates and indexes its submodules, so there the bank is held as a plain attribute (`model.basisn_bank`,
+    not a child: `len`, indexing, iteration and the Sequential's forward are unchanged) and its basis Parameter is
+    registered on the root itself under the same key, "basisn_bank.weight": `state_dict`, `parameters()`, `.to()`
+    and optimizers see it exactly once, as for any other root. A ModuleList / ModuleDict has no forward, so its
+    layers each rebuild their own weight when called.
     """
-    check_root(model)
     layers = [layer for _, layer in basis_layers(model)]
     if not layers:
         raise ValueError("model has no basis-mapped layer (BasisConv2d/BasisLinear) to attach a bank to")
@@ -439,7 +525,15 @@ def attach_bank(model: nn.Module, bank: BasisBank) -> nn.Module:
     if foreign:
         raise ValueError(f"{len(foreign)} basis layer(s) of the model use another bank than the one attached")
     _check_shared_settings(layers)
-    model.basisn_bank = bank
+    if _is_container(model):
+        object.__setattr__(model, "basisn_bank", bank)  # not a child: the container does not iterate it
+        model._parameters[BANK_KEY] = bank.weight  # a dotted key nn.Module's own setters would refuse
+        bank.__dict__["_container_root"] = model  # a plain reference (deepcopy keeps it pointing at the copy)
+        if _load_bank_post_hook not in model._load_state_dict_post_hooks.values():
+            model.register_load_state_dict_pre_hook(_load_bank_pre_hook)
+            model.register_load_state_dict_post_hook(_load_bank_post_hook)
+    else:
+        model.basisn_bank = bank
     bank.layers = layers
     detach_bank_hooks(model)
     model.register_forward_pre_hook(_rebuild_before_forward)
@@ -447,13 +541,20 @@ def attach_bank(model: nn.Module, bank: BasisBank) -> nn.Module:
     return model
 
 
-def check_root(model: nn.Module) -> None:
-    """The bank is registered on the root, so the root cannot be a container that iterates its children."""
-    if isinstance(model, nn.Sequential | nn.ModuleList | nn.ModuleDict):
-        raise ValueError(
-            f"model is an {type(model).__name__}; the shared basis is registered on the root module, which must "
-            "be an ordinary nn.Module: wrap it (e.g. class Net(nn.Module) holding the Sequential as self.body)"
-        )
+def detach_bank(model: nn.Module) -> None:
+    """Undo attach_bank: remove the rebuild hooks and the bank (from either place attach_bank put it)."""
+    detach_bank_hooks(model)
+    for hooks in (model._load_state_dict_pre_hooks, model._load_state_dict_post_hooks):
+        for key, hook in list(hooks.items()):
+            if getattr(hook, "hook", hook) in (_load_bank_pre_hook, _load_bank_post_hook):
+                del hooks[key]
+    model._parameters.pop(BANK_KEY, None)
+    bank = model.__dict__.get("basisn_bank") or model._modules.get("basisn_bank")
+    if bank is not None:
+        bank.__dict__.pop("_container_root", None)
+    if "basisn_bank" in model._modules:
+        del model._modules["basisn_bank"]
+    model.__dict__.pop("basisn_bank", None)
 
 
 def detach_bank_hooks(model: nn.Module) -> None:
@@ -465,3 +566,64 @@ def detach_bank_hooks(model: nn.Module) -> None:
         for key in [key for key, hook in hooks.items() if hook is ours]:
             del hooks[key]
             model._forward_hooks_always_called.pop(key, None)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# nn.MultiheadAttention with basis-mapped projections.
+# --------------------------------------------------------------------------------------------------------------
+MHA_PROJECTIONS = ("in_proj", "q_proj", "k_proj", "v_proj")  # child BasisLinear -> the Parameter it replaces
+
+
+class BasisMultiheadAttention(nn.MultiheadAttention):
+    """nn.MultiheadAttention whose input projection is a basis-mapped layer (its out_proj is a BasisLinear too).
+
+    nn.MultiheadAttention keeps its input projection as a bare Parameter (`in_proj_weight`, or `q_proj_weight`,
+    `k_proj_weight`, `v_proj_weight` when the key/value sizes differ) that its forward passes to
+    F.multi_head_attention_forward. Here that Parameter is a child BasisLinear (`in_proj`, or `q_proj`/`k_proj`/
+    `v_proj`, no bias: `in_proj_bias` stays a Parameter of this module) and the attribute is a read-only
+    property returning its rebuilt weight, so nn.MultiheadAttention's own forward, fast path included, runs
+    unchanged. Built from a dense module by `from_dense`, never directly.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("BasisMultiheadAttention is built by basisn.to_basisn (from_dense), not directly")
+
+    @classmethod
+    def from_dense(cls, source: nn.MultiheadAttention, projections: dict[str, BasisLinear]) -> BasisMultiheadAttention:
+        """A copy of `source` (sharing its other parameters and its out_proj) with `projections` as children."""
+        new = cls.__new__(cls)
+        new.__dict__.update(source.__dict__)  # settings, hooks, training flag: the source is replaced by `new`
+        dense_weights = {f"{p}_weight" for p in MHA_PROJECTIONS}
+        new.__dict__["_parameters"] = {k: v for k, v in source._parameters.items() if k not in dense_weights}
+        new.__dict__["_modules"] = dict(source._modules) | projections
+        return new
+
+    def _projection(self, name: str) -> Tensor | None:
+        layer = self._modules.get(name)
+        return None if layer is None else layer.weight
+
+    in_proj_weight = property(lambda self: self._projection("in_proj"), doc="The rebuilt (3E x E) in-projection.")
+    q_proj_weight = property(lambda self: self._projection("q_proj"), doc="The rebuilt query projection.")
+    k_proj_weight = property(lambda self: self._projection("k_proj"), doc="The rebuilt key projection.")
+    v_proj_weight = property(lambda self: self._projection("v_proj"), doc="The rebuilt value projection.")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in {f"{p}_weight" for p in MHA_PROJECTIONS}:
+            raise AttributeError(
+                f"BasisMultiheadAttention.{name} is rebuilt from the shared basis and cannot be assigned; change the "
+                f"coefficients of its child layer, or use basisn.to_dense for an ordinary nn.MultiheadAttention"
+            )
+        super().__setattr__(name, value)
+
+    def to_dense(self, weights: dict[str, Tensor]) -> nn.MultiheadAttention:
+        """An ordinary nn.MultiheadAttention with `weights` (child name -> weight) as its projection Parameters."""
+        plain = nn.MultiheadAttention.__new__(nn.MultiheadAttention)
+        plain.__dict__.update(self.__dict__)
+        names = ("in_proj",) if self._qkv_same_embed_dim else ("q_proj", "k_proj", "v_proj")
+        parameters: dict[str, nn.Parameter | None] = {f"{p}_weight": None for p in MHA_PROJECTIONS}
+        for name in names:
+            parameters[f"{name}_weight"] = nn.Parameter(weights[name])
+        order = names + tuple(p for p in MHA_PROJECTIONS if p not in names)  # nn.MultiheadAttention's order
+        plain.__dict__["_parameters"] = {f"{p}_weight": parameters[f"{p}_weight"] for p in order} | self._parameters
+        plain.__dict__["_modules"] = {k: v for k, v in self._modules.items() if k not in MHA_PROJECTIONS}
+        return plain

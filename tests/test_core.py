@@ -71,7 +71,7 @@ def test_conv_layer_equals_functional_conv_with_its_weight(
     )  # fmt: skip
     size = dilation * (max(kh, kw) - 1) + 1 + 3
     x = torch.randn(2, in_per_group * conv_groups, size, size + 1)
-    weight = layer.weight()
+    weight = layer.weight
     assert weight.shape == (out_per_group * conv_groups, in_per_group, kh, kw)
     expected = F.conv2d(x, weight, layer.bias, stride, padding, dilation, conv_groups)
     torch.testing.assert_close(layer(x), expected)
@@ -93,7 +93,7 @@ def test_linear_layer_equals_functional_linear_with_its_weight(
     bank = BasisBank(max(1, segment_len // 2), segment_len)
     layer = basisn.BasisLinear(in_features, out_features, bias, bank=bank, coef_bits=coef_bits)
     x = torch.randn(5, in_features)
-    torch.testing.assert_close(layer(x), F.linear(x, layer.weight(), layer.bias))
+    torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
 
 
 def test_padding_modes_match_nn_conv2d():
@@ -209,8 +209,8 @@ def test_straight_through_estimator_passes_the_gradient_unchanged():
         plain.coef.copy_(quantized.coef)
         plain.bank.weight.copy_(bank.weight)
     upstream = torch.randn(3, 8)
-    (quantized.weight() * upstream).sum().backward()
-    (plain.weight() * upstream).sum().backward()
+    (quantized.weight * upstream).sum().backward()
+    (plain.weight * upstream).sum().backward()
     # dL/dcoef = scale * upstream @ Q_b(B)^T for the STE, and with Q_b off the same with B: compare via the basis
     expected = (upstream * quantized.scale.detach()[:, None]) @ bank.quantized().detach().T
     torch.testing.assert_close(quantized.coef.grad.reshape(3, 4), expected)
@@ -283,7 +283,7 @@ def test_forward_rebuilds_all_weights_with_one_basis_read(monkeypatch):
     weights = basisn.rebuild_weights(model)
     assert set(weights) == {"stem", "grouped", "block.1", "head"}
     for name, layer in basisn.basis_layers(model):
-        torch.testing.assert_close(weights[name], layer.weight())
+        torch.testing.assert_close(weights[name], layer.weight)
         assert layer._rebuilt is None  # the pass's weights are released after the forward
     assert out.shape == (2, 10)
 
@@ -396,9 +396,7 @@ def test_bad_arguments_raise_before_the_model_is_touched(kwargs, message):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_sequential_roots_and_double_conversion_are_refused():
-    with pytest.raises(ValueError, match="Sequential"):
-        basisn.to_basisn(nn.Sequential(nn.Linear(4, 4)), 2, segment_len=4)
+def test_double_conversion_is_refused():
     _, model, _ = converted(0, n_basis=8, segment_len=16)
     with pytest.raises(ValueError, match="already basis-mapped"):
         basisn.to_basisn(model, 8, segment_len=16)
@@ -407,6 +405,277 @@ def test_sequential_roots_and_double_conversion_are_refused():
 def test_kaiming_like_initialisation_of_standalone_layers():
     torch.manual_seed(0)
     layer = basisn.BasisConv2d(64, 64, 3, bank=BasisBank(32, 64), coef_bits=None)
-    weight = layer.weight()
+    weight = layer.weight
     expected_std = math.sqrt(2.0 / (64 * 9))
     assert 0.5 * expected_std < weight.std() < 1.5 * expected_std
+
+
+# ---------------------------------------------------------------- `.weight` is a tensor
+def test_weight_is_a_read_only_tensor_equal_to_the_rebuilt_one():
+    _, model, _ = converted(0, n_basis=8, segment_len=16)
+    layer = model.head
+    assert isinstance(layer.weight, torch.Tensor) and layer.weight.shape == (10, 16)
+    torch.testing.assert_close(layer.weight, layer.rebuild_weight())
+    torch.testing.assert_close(layer.weight, basisn.rebuild_weights(model)["head"])
+    for value in (nn.Parameter(torch.zeros(10, 16)), torch.zeros(10, 16)):
+        with pytest.raises(AttributeError, match=r"BasisLinear.weight is rebuilt from the shared basis"):
+            layer.weight = value
+    with pytest.raises(AttributeError, match="cannot be assigned or deleted"):
+        del layer.weight
+    assert "weight" not in dict(layer.named_parameters())
+    seen = {}  # inside the forward, .weight is the pass's one-matmul rebuild, with its graph
+    layer.register_forward_pre_hook(lambda module, args: seen.setdefault("weight", module.weight))
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    assert seen["weight"].grad_fn is not None and layer.coef.grad is not None
+
+
+# ---------------------------------------------------------------- Sequential / ModuleList roots
+def small_sequential() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+
+
+def test_a_sequential_root_converts_in_place_and_keeps_len_indexing_and_iteration(tmp_path):
+    torch.manual_seed(0)
+    original = small_sequential().eval()
+    model, report = basisn.to_basisn(copy.deepcopy(original), n_basis=9, segment_len=9, coef_bits=None, basis_bits=None)
+    assert isinstance(model, nn.Sequential) and len(model) == 4
+    assert [type(m).__name__ for m in model] == ["BasisConv2d", "ReLU", "Flatten", "BasisLinear"]
+    assert isinstance(model[-1], basisn.BasisLinear) and [row["name"] for row in report] == ["0", "3"]
+    assert sum(p is model.basisn_bank.weight for p in model.parameters()) == 1
+    assert [k for k in model.state_dict() if "bank" in k] == ["basisn_bank.weight"]
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(model(x), original(x), rtol=1e-5, atol=1e-6)
+    calls = []
+    model.basisn_bank.register_forward_pre_hook(lambda *a: calls.append(1))  # never called: not a child
+    model(x).sum().backward()
+    assert model.basisn_bank.weight.grad is not None and not calls
+
+    path = tmp_path / "seq.pt"
+    basisn.save_basisn(model, path)
+    fresh = small_sequential()
+    basisn.load_basisn(fresh, path)
+    assert torch.equal(fresh(x), model(x)) and len(fresh) == 4
+    dense = basisn.to_dense(model)
+    assert isinstance(dense, nn.Sequential) and list(dense.state_dict()) == list(original.state_dict())
+    torch.testing.assert_close(dense(x), model(x), rtol=1e-5, atol=1e-6)
+    restored = copy.deepcopy(model).to(torch.float64)
+    assert restored.basisn_bank.weight.dtype == torch.float64 and restored(x.double()).dtype == torch.float64
+
+
+def test_a_sequential_root_built_on_meta_loads_with_to_empty_or_assign():
+    """The Parameter objects are replaced there; the bank must follow the one the root holds."""
+    torch.manual_seed(0)
+    model, _ = basisn.to_basisn(small_sequential(), n_basis=4, segment_len=9)
+    state, x = model.state_dict(), torch.randn(2, 3, 8, 8)
+    for assign in (False, True):
+        with torch.device("meta"):
+            skeleton = small_sequential()
+        skeleton, _ = basisn.to_basisn(skeleton, n_basis=4, segment_len=9, init="none")
+        if not assign:
+            skeleton.to_empty(device="cpu")
+        skeleton.load_state_dict(state, assign=assign)
+        assert torch.equal(skeleton[0].weight, model[0].weight)  # outside a forward too
+        assert torch.equal(skeleton(x), model(x))
+        assert skeleton.basisn_bank.weight is dict(skeleton.named_parameters())["basisn_bank.weight"]
+    missing = {k: v for k, v in state.items() if k != "basisn_bank.weight"}
+    with pytest.raises(RuntimeError, match='Missing key.*"basisn_bank.weight"'):
+        skeleton.load_state_dict(missing)
+
+
+def test_a_module_list_root_converts_and_its_layers_rebuild_on_their_own():
+    torch.manual_seed(0)
+    original = nn.ModuleList([nn.Linear(6, 6), nn.Linear(6, 3)])
+    model, _ = basisn.to_basisn(copy.deepcopy(original), n_basis=6, segment_len=6, coef_bits=None, basis_bits=None)
+    assert len(model) == 2 and all(isinstance(m, basisn.BasisLinear) for m in model)
+    x = torch.randn(4, 6)
+    torch.testing.assert_close(model[1](model[0](x)), original[1](original[0](x)), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- attention
+def test_multihead_attention_is_fully_mapped_and_keeps_its_fast_path(monkeypatch):
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+    original = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    model, report = basisn.to_basisn(copy.deepcopy(original), 8, 8, coef_bits=None, basis_bits=None)
+    attention = model.layers[0].self_attn
+    assert isinstance(attention, basisn.BasisMultiheadAttention) and isinstance(attention, nn.MultiheadAttention)
+    assert [row["name"] for row in report][:4] == [
+        "layers.0.self_attn.in_proj", "layers.0.self_attn.out_proj", "layers.0.linear1", "layers.0.linear2",
+    ]  # fmt: skip
+    matrices = [key for key, value in model.state_dict().items() if value.dim() >= 2 and key != "basisn_bank.weight"]
+    assert all(key.endswith(".coef") for key in matrices)  # no dense weight matrix is left
+    assert not report.left_dense
+    x = torch.randn(3, 5, 16)
+    fused = []
+    native = torch._transformer_encoder_layer_fwd
+    monkeypatch.setattr(torch, "_transformer_encoder_layer_fwd", lambda *a: fused.append(1) or native(*a))
+    with torch.no_grad():  # inference: PyTorch's fused encoder kernel runs on the rebuilt weights
+        torch.testing.assert_close(model(x), original(x), rtol=1e-5, atol=1e-5)
+    assert len(fused) == 4  # two layers, original and converted
+    out = model(x)  # with autograd: the ordinary path, gradients reach every projection's coefficients
+    assert len(fused) == 4
+    torch.testing.assert_close(out, original(x), rtol=1e-5, atol=1e-5)
+    out.square().sum().backward()
+    assert attention.in_proj.coef.grad.abs().sum() > 0 and attention.out_proj.coef.grad.abs().sum() > 0
+    with pytest.raises(AttributeError, match="in_proj_weight is rebuilt"):
+        attention.in_proj_weight = nn.Parameter(torch.zeros(48, 16))
+
+    dense = basisn.to_dense(model)
+    assert type(dense.layers[0].self_attn) is nn.MultiheadAttention
+    assert list(dense.state_dict()) == list(original.state_dict())
+    torch.testing.assert_close(dense(x), original(x), rtol=1e-5, atol=1e-5)
+    kept, report = basisn.to_basisn(copy.deepcopy(original), 8, 8, exclude=["layers.1.self_attn"])
+    assert type(kept.layers[1].self_attn) is nn.MultiheadAttention and "layers.1.linear1" in [r["name"] for r in report]
+    assert [(r["name"], r["reason"]) for r in report.left_dense] == [
+        ("layers.1.self_attn", "excluded (exclude contains 'layers.1.self_attn')"),
+        ("layers.1.self_attn.out_proj", "excluded (exclude contains 'layers.1.self_attn')"),
+    ]
+
+
+def test_attention_with_separate_key_and_value_sizes_maps_its_three_projections(tmp_path):
+    torch.manual_seed(0)
+
+    class Cross(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attention = nn.MultiheadAttention(16, 4, kdim=8, vdim=12)
+
+        def forward(self, q, k, v):
+            return self.attention(q, k, v)[0]
+
+    original = Cross().eval()
+    model, report = basisn.to_basisn(copy.deepcopy(original), 8, 8, coef_bits=None, basis_bits=None)
+    names = [row["name"] for row in report]
+    assert names == ["attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.out_proj"]
+    q, k, v = torch.randn(3, 2, 16), torch.randn(4, 2, 8), torch.randn(4, 2, 12)
+    torch.testing.assert_close(model(q, k, v), original(q, k, v), rtol=1e-5, atol=1e-6)
+    basisn.save_basisn(model, tmp_path / "cross.pt")
+    fresh = Cross()
+    basisn.load_basisn(fresh, tmp_path / "cross.pt")
+    assert torch.equal(fresh(q, k, v), model(q, k, v))
+    assert list(basisn.to_dense(model).state_dict()) == list(original.state_dict())
+
+
+# ---------------------------------------------------------------- ties, skipped layers, meta, all-or-nothing load
+class Tied(nn.Module):
+    """A module used twice (`again` is `first`) and two Linears sharing one weight Parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(8, 8)
+        self.second = nn.Linear(8, 8)
+        self.second.weight = self.first.weight
+        self.again = self.first
+
+    def forward(self, x):
+        return self.again(self.second(self.first(x)))
+
+
+def test_tied_weights_get_one_set_of_coefficients_and_stay_tied_in_to_dense():
+    torch.manual_seed(0)
+    original = Tied().eval()
+    model, report = basisn.to_basisn(copy.deepcopy(original), 8, 8, coef_bits=None, basis_bits=None)
+    assert [row["name"] for row in report] == ["first"] and report.shared == {"first": ["again", "second"]}
+    assert model.again is model.first and model.second.coef is model.first.coef
+    assert model.second.bias is not model.first.bias  # the biases were not tied
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(model(x), original(x), rtol=1e-5, atol=1e-6)
+    dense = basisn.to_dense(model)
+    assert dense.again is dense.first and dense.second.weight is dense.first.weight
+    assert sum(p.numel() for p in dense.parameters()) == sum(p.numel() for p in original.parameters())
+
+
+def test_a_tied_bias_is_shared_with_its_weight_and_a_bias_tied_alone_keeps_both_layers_dense():
+    torch.manual_seed(0)
+    original = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)).eval()
+    original[1].bias = original[0].bias  # a bias tie alone: one set of coefficients cannot express it
+    original[3].weight, original[3].bias = original[2].weight, original[2].bias
+    model, report = basisn.to_basisn(copy.deepcopy(original), 4, 4, coef_bits=None, basis_bits=None)
+    assert [row["name"] for row in report] == ["2"] and report.shared == {"2": ["3"]}
+    assert [row["name"] for row in report.left_dense] == ["0", "1"] and model[1].bias is model[0].bias
+    assert model[3].bias is model[2].bias and model[3].coef is model[2].coef
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(model(x), original(x), rtol=1e-5, atol=1e-6)
+    dense = basisn.to_dense(model)
+    assert dense[3].weight is dense[2].weight and dense[3].bias is dense[2].bias
+
+
+class Doubled(nn.Linear):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class Mixed(nn.Module):
+    """One Linear that maps, and every kind of weight that does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(20, 8)
+        self.tied_head = nn.Linear(8, 20, bias=False)
+        self.tied_head.weight = self.embedding.weight
+        self.lstm = nn.LSTM(8, 8)
+        self.conv1d = nn.Conv1d(8, 8, 3)
+        self.conv3d = nn.Conv3d(2, 2, 3)
+        self.transposed = nn.ConvTranspose2d(2, 2, 3)
+        self.normed = torch.nn.utils.parametrizations.weight_norm(nn.Linear(8, 8))
+        self.custom = Doubled(8, 8)
+        self.body = nn.Linear(8, 8)
+
+    def forward(self, tokens):
+        return self.tied_head(self.custom(self.normed(self.body(self.embedding(tokens)))))
+
+
+def test_layers_that_cannot_be_mapped_are_left_dense_and_listed_with_the_reason():
+    torch.manual_seed(0)
+    original = Mixed().eval()
+    model, report = basisn.to_basisn(copy.deepcopy(original), 8, 8, coef_bits=None, basis_bits=None)
+    assert [row["name"] for row in report] == ["body"]
+    reasons = {row["name"]: (row["type"], row["reason"]) for row in report.left_dense}
+    assert set(reasons) == {"embedding", "tied_head", "lstm", "conv1d", "conv3d", "transposed", "normed", "custom"}
+    assert reasons["normed"] == (
+        "ParametrizedLinear",
+        "a parametrized weight (torch.nn.utils.parametrize): not basis-mapped",
+    )
+    assert reasons["custom"] == ("Doubled", "a subclass of nn.Linear with its own forward: not basis-mapped")
+    assert "embedding table" in reasons["embedding"][1] and "recurrent" in reasons["lstm"][1]
+    assert "tied to 'embedding'" in reasons["tied_head"][1] and "transposed convolution" in reasons["transposed"][1]
+    assert reasons["conv3d"] == (
+        "Conv3d",
+        "a Conv3d: only 2-D convolutions (nn.Conv2d), nn.Linear and attention are mapped",
+    )
+    assert model.tied_head.weight is model.embedding.weight  # the tie is kept
+    assert len(report.notes()) == 8 and all("\n" not in note for note in report.notes())
+    tokens = torch.randint(0, 20, (2, 5))
+    torch.testing.assert_close(model(tokens), original(tokens), rtol=1e-5, atol=1e-6)
+    with pytest.raises(
+        ValueError, match=r"no nn.Conv2d / nn.Linear / nn.MultiheadAttention to convert.*0 \(LSTM\): recurrent"
+    ):
+        basisn.to_basisn(nn.Sequential(nn.LSTM(4, 4)), 2, 4)
+
+
+def test_meta_models_convert_structurally_or_refuse_in_one_line():
+    with torch.device("meta"):
+        model = Net()
+    with pytest.raises(ValueError, match=r"^model is on the meta device: .* use init='none'") as info:
+        basisn.to_basisn(model, 8, 16)
+    assert "\n" not in str(info.value) and not hasattr(model, "basisn_bank")
+    model, _ = basisn.to_basisn(model, 8, 16, init="none")
+    assert model.stem.coef.is_meta and model(torch.zeros(1, 3, 8, 8, device="meta")).shape == (1, 10)
+
+
+def test_a_failed_load_leaves_the_model_untouched(tmp_path):
+    _, model, _ = converted(0, n_basis=8, segment_len=16)
+    path = tmp_path / "model.pt"
+    basisn.save_basisn(model, path)
+    other = Net()
+    other.head = nn.Linear(16, 7)  # another architecture: the checkpoint's head has 10 outputs
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=r"model.pt does not fit this model \(Net\), which is unchanged: .*head"
+    ) as info:
+        basisn.load_basisn(other, path)
+    assert "\n" not in str(info.value)
+    assert isinstance(other.stem, nn.Conv2d) and not hasattr(other, "basisn_bank") and not other._forward_pre_hooks
+    assert list(other.state_dict()) == list(before) and all(
+        torch.equal(before[k], v) for k, v in other.state_dict().items()
+    )

@@ -31,7 +31,7 @@ from basisn.hardware.config import (
     preset,
 )
 from basisn.hardware.cost import SCHEMES, evaluate, min_crossbars, ratios, sweep, total_tiles
-from basisn.hardware.networks import PAPER_NETWORKS, PaperNetwork, paper_shapes
+from basisn.hardware.networks import NETWORKS, PAPER_NETWORKS, PaperNetwork, paper_shapes
 from basisn.hardware.shapes import NetworkShapes, load_shapes
 
 OUTPUT_FORMAT = "basisn-hw-eval/1"
@@ -113,8 +113,8 @@ def resolve_block(block: Any) -> tuple[dict[str, Any], HardwareConfig, BasisSpec
     if not isinstance(networks, list) or not networks:
         raise HwParamsError(f"params: hardware.networks={networks!r} is not allowed; use a non-empty list")
     for name in networks:
-        if name not in PAPER_NETWORKS:
-            raise HwParamsError(f"params: hardware.networks contains {name!r}; allowed: {', '.join(PAPER_NETWORKS)}")
+        if name not in NETWORKS:
+            raise HwParamsError(f"params: hardware.networks contains {name!r}; allowed: {', '.join(NETWORKS)}")
     if len(set(networks)) != len(networks):
         raise HwParamsError(f"params: hardware.networks={networks!r} has duplicates; list each network once")
     crossbars = _positive_ints("crossbars", p["crossbars"])
@@ -296,10 +296,8 @@ def _sweep_ratios(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def s_source(name: str) -> str:
-    spec: PaperNetwork | None = PAPER_NETWORKS.get(name)
-    if spec is None:
-        return "model shapes file (--model-shapes)"
-    return f"basisn.models.build_model({spec.model!r}, {spec.num_classes}, 3) at {spec.input_size}x{spec.input_size}"
+    spec: PaperNetwork | None = NETWORKS.get(name)
+    return "model shapes file (--model-shapes)" if spec is None else spec.source()
 
 
 def format_table(

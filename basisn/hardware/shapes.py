@@ -4,7 +4,10 @@ The cost model (DESIGN.md 2.2) needs, per weight layer l: P_l output pixels per 
 vector), g_l groups, L_l = (C_in/g)·kh·kw rows of the unrolled weight, O_l = C_out/g outputs per group, and the
 kind. Basis-mapped layers (`basisn.layers.BasisConv2d/BasisLinear`, recognised by their class attribute
 `basis_mapped`) also give the network's basis (n, m, G). Only weight layers are costed: activations, pooling,
-normalisation and element-wise additions are digital work the model does not capture (docs/hardware.md).
+normalisation and element-wise additions are digital work the model does not capture (docs/hardware.md). An
+nn.MultiheadAttention contributes its input projection(s) and out_proj; its products of activations with
+activations (Q·K^T, softmax·V) have no stored weight and are left out (docs/hardware.md, "Attention and
+transformers").
 
 The hooks run on the `meta` device (parameters swapped for meta tensors with `torch.func.functional_call`, the
 model itself untouched), so ResNet-50 at 224x224 takes milliseconds; if the model fails on meta we fall back to the
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,13 +168,81 @@ def _is_linear(module: nn.Module) -> bool:
 
 
 def _weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Conv/Linear (basis-mapped or not) and attention modules; an attention module's projections are costed
+    by its own hook (nn.MultiheadAttention reads out_proj.weight without calling out_proj)."""
     found = []
+    attention: list[str] = []
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.conv._ConvTransposeNd):
             raise ValueError(f"layer {name!r} is a transposed convolution; not supported by the cost model")
-        if _is_conv(module) or _is_linear(module):
+        if any(name.startswith(prefix + ".") for prefix in attention):
+            continue
+        if isinstance(module, nn.MultiheadAttention) or _is_window_attention(module):
+            attention.append(name)
+            found.append((name, module))
+        elif _is_conv(module) or _is_linear(module):
             found.append((name, module))
     return found
+
+
+def _is_window_attention(module: nn.Module) -> bool:
+    """torchvision's Swin attention (ShiftedWindowAttention, V2): it passes qkv.weight and proj.weight to
+    F.linear itself, so their forward hooks never run."""
+    children = module._modules
+    return hasattr(module, "window_size") and _is_linear(children.get("qkv")) and _is_linear(children.get("proj"))
+
+
+def _window_attention_shapes(name: str, module: nn.Module, x: torch.Tensor) -> list[LayerShape]:
+    """qkv and proj of a window attention on (B, H, W, C): every token of the map padded to whole windows."""
+    height, width, channels = (int(v) for v in x.shape[-3:])
+    window_h, window_w = (int(v) for v in module.window_size)
+    tokens = math.ceil(height / window_h) * window_h * math.ceil(width / window_w) * window_w
+    shapes = []
+    for child in ("qkv", "proj"):
+        layer = module._modules[child]
+        mapped = True if _is_basis(layer) else None
+        shapes.append(
+            LayerShape(f"{name}.{child}", "linear", tokens, 1, int(layer.in_features), int(layer.out_features), mapped)
+        )
+    return shapes
+
+
+def _attention_shapes(
+    name: str, module: nn.MultiheadAttention, args: tuple, kwargs: dict, batch: int
+) -> list[LayerShape]:
+    """The weight-stationary matmuls of one attention call: the q/k/v input projections and out_proj.
+
+    The products of activations with activations (Q·K^T, softmax·V) have no stored weight and are not costed
+    (docs/hardware.md, "Attention and transformers"). Token counts are per image.
+    """
+    names = ("query", "key", "value")
+    query, key, value = (args[i] if len(args) > i else kwargs[names[i]] for i in range(3))
+    embed = int(module.embed_dim)
+
+    def tokens(x: torch.Tensor) -> int:
+        return max(1, math.prod(x.shape[:-1]) // batch) if x.dim() == 3 else int(x.shape[0])
+
+    def mapped(child: str) -> bool | None:  # a BasisMultiheadAttention holds its projections as basis layers
+        layer = module._modules.get(child)
+        return True if layer is not None and _is_basis(layer) else None
+
+    t_query, t_key, t_value = tokens(query), tokens(key), tokens(value)
+    shapes = []
+    if module._qkv_same_embed_dim and query is key is value:  # self-attention: one (3E x E) matrix per token
+        shapes.append(LayerShape(f"{name}.in_proj", "linear", t_query, 1, embed, 3 * embed, mapped("in_proj")))
+    elif module._qkv_same_embed_dim:  # one packed matrix applied to different inputs: its three row blocks
+        for part, count in (("q", t_query), ("k", t_key), ("v", t_value)):
+            shapes.append(LayerShape(f"{name}.in_proj.{part}", "linear", count, 1, embed, embed, mapped("in_proj")))
+    else:
+        for proj, count, width in (
+            ("q_proj", t_query, embed),
+            ("k_proj", t_key, module.kdim),
+            ("v_proj", t_value, module.vdim),
+        ):
+            shapes.append(LayerShape(f"{name}.{proj}", "linear", count, 1, int(width), embed, mapped(proj)))
+    out_mapped = True if _is_basis(module.out_proj) else None
+    shapes.append(LayerShape(f"{name}.out_proj", "linear", t_query, 1, embed, embed, out_mapped))
+    return shapes
 
 
 def _resolve_input(model_layers: list[tuple[str, nn.Module]], input_size: int | tuple[int, ...]) -> tuple[int, ...]:
@@ -210,25 +282,35 @@ def _run_hooked(model: nn.Module, x: torch.Tensor, params: dict[str, torch.Tenso
     layers = _weight_layers(model)
     seen: list[LayerShape] = []
     calls: dict[str, int] = {}
+    batch = int(x.shape[0])
 
     def hook(name: str):
-        def record(module: nn.Module, args: object, output: torch.Tensor) -> None:
+        def record(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
             calls[name] = calls.get(name, 0) + 1
             label = name if calls[name] == 1 else f"{name}#{calls[name]}"  # a module called twice costs twice
-            seen.append(_shape_of(label, module, output))
+            if isinstance(module, nn.MultiheadAttention):
+                seen.extend(_attention_shapes(label, module, args, kwargs, batch))
+            elif _is_window_attention(module):
+                seen.extend(_window_attention_shapes(label, module, args[0] if args else kwargs["x"]))
+            else:
+                seen.append(_shape_of(label, module, output))
 
         return record
 
-    handles = [module.register_forward_hook(hook(name)) for name, module in layers]
+    handles = [module.register_forward_hook(hook(name), with_kwargs=True) for name, module in layers]
     modes = {m: m.training for m in model.modules()}
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
         model.eval()  # BatchNorm on a batch of one
+        # the fused transformer kernels would skip the hooks of the attention and Linear layers they fuse
+        torch.backends.mha.set_fastpath_enabled(False)
         with torch.no_grad():
             if params is None:
                 model(x)
             else:
                 torch.func.functional_call(model, params, (x,), strict=False)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         for handle in handles:
             handle.remove()
         for module, mode in modes.items():
@@ -271,4 +353,12 @@ def layer_shapes(model: nn.Module, input_size: int | tuple[int, ...], name: str 
         seen = [s if s.mapped else LayerShape(s.name, s.kind, s.P, s.g, s.L, s.O, False) for s in seen]
     if not seen:
         raise ValueError(f"model {type(model).__name__}: no Conv/Linear layer ran on an input of shape {shape}")
+    ran = {s.name.split("#")[0] for s in seen}
+    idle = [n for n, _ in layers if n not in ran and not any(s.startswith(n + ".") for s in ran)]
+    if idle:
+        warnings.warn(
+            f"layer_shapes: {len(idle)} weight layer(s) did not run on an input of shape {shape} and are not "
+            f"costed: {', '.join(idle[:5])}{', ...' if len(idle) > 5 else ''}",
+            stacklevel=2,
+        )
     return NetworkShapes(name or type(model).__name__, shape[1:], tuple(seen), basis)
