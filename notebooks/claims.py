@@ -17,6 +17,12 @@
 # verdicts cannot drift from the data: each verdict below is computed from the numbers by a stated rule, never
 # typed in. The claims are paraphrased from the abstract of arXiv 2407.03738 (Eldebiky et al., 2024).
 #
+# "Below 1%" is judged against the best reprogramming schedule (`*_ratio_best`, as in notebooks/headline.py) at the
+# base points (each paper network of `basisn.summary.PAPER_NETWORK_DATASETS` at each report N, base preset):
+# **holds** when every base point is below, **holds only** naming the base points below and the one-setting
+# changes (that preset's sweeps only) that put every base point below, **not reproduced** when neither exists
+# (`basisn.summary.below_verdict`). Ratios are printed in percent.
+#
 # **Parameters.** `evaluate_metrics` (with `train/` and `finetune/` beside its `evaluate/` directory),
 # `hardware_dir` (the `hw-eval` output), `model_network` (the trained model's name in the cost model),
 # `accuracy_bound_pp`, `overhead_bound` (the thresholds behind "negligible"), printed below.
