@@ -17,6 +17,12 @@
 # verdicts cannot drift from the data: each verdict below is computed from the numbers by a stated rule, never
 # typed in. The claims are paraphrased from the abstract of arXiv 2407.03738 (Eldebiky et al., 2024).
 #
+# "Below 1%" is judged against the best reprogramming schedule (`*_ratio_best`, as in notebooks/headline.py) at the
+# base points (each paper network of `basisn.summary.PAPER_NETWORK_DATASETS` at each report N, base preset):
+# **holds** when every base point is below, **holds only** naming the base points below and the one-setting
+# changes (that preset's sweeps only) that put every base point below, **not reproduced** when neither exists
+# (`basisn.summary.below_verdict`). Ratios are printed in percent.
+#
 # **Parameters.** `evaluate_metrics` (with `train/` and `finetune/` beside its `evaluate/` directory),
 # `hardware_dir` (the `hw-eval` output), `model_network` (the trained model's name in the cost model),
 # `accuracy_bound_pp`, `overhead_bound` (the thresholds behind "negligible"), printed below.
@@ -38,6 +44,15 @@ from IPython.display import Markdown, display
 
 from basisn.atomic import atomic_write
 from basisn.notebooks import at_repo_root, require
+from basisn.summary import (
+    BELOW_BOUND,
+    PAPER_NETWORK_DATASETS,
+    beats_verdict,
+    below_verdict,
+    paper_networks,
+    percent,
+    span,
+)
 
 at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
 stage_dir = Path(evaluate_metrics).parent.parent
@@ -64,18 +79,12 @@ ratios = pd.read_csv(inputs["ratios.csv"])
 sweep_ratios = pd.read_csv(inputs["sweep_ratios.csv"])
 layers = pd.read_csv(inputs["layers.csv"])
 
-paper_networks = list(hw["params"]["networks"])
+paper = paper_networks(hw)  # the paper's networks only: not a transformer, not the pipeline's model
 report = list(hw["params"]["report_crossbars"])
 main = summary[(summary["preset"] == hw["preset"]) & summary["n_crossbars"].isin(report)]
 base = ratios[(ratios["preset"] == hw["preset"]) & ratios["n_crossbars"].isin(report)]
 at = f"N = {', '.join(map(str, report))} crossbars, preset `{hw['preset']}`"
 HW = "`outputs/hardware/` (`dvc repro hardware`)"
-
-
-def span(values, scale=1.0, unit="") -> str:
-    """'a' or 'a-b' (3 significant digits) of values * scale."""
-    low, high = float(min(values)) * scale, float(max(values)) * scale
-    return f"{low:.3g}{unit}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g}-{high:.3g}{unit}"
 
 
 claims = []
@@ -91,17 +100,17 @@ def claim(text, measured, verdict, shown_by):
 
 # %%
 # 1. Motivation: reprogramming is dominated by slow write-and-verify.
-reprogram = layers[(layers["scheme"] == "reprogram") & layers["network"].isin(paper_networks)]
+reprogram = layers[(layers["scheme"] == "reprogram") & layers["network"].isin(paper)]
 time_share = reprogram.groupby(["network", "n_crossbars"])[["program_cycles", "cycles"]].sum()
 time_share = time_share["program_cycles"] / time_share["cycles"]
-energy = main[(main["scheme"] == "reprogram") & main["network"].isin(paper_networks)]
+energy = main[(main["scheme"] == "reprogram") & main["network"].isin(paper)]
 energy_share = energy["energy_write_j"] / energy["energy_j"]
 majority = int((time_share > 0.5).sum())
 claim(
     "Without enough crossbars for all weights, RRAM cells must be rewritten during inference, and slow "
     "write-and-verify makes that a large time and energy overhead.",
     f"reprogramming spends {span(time_share, 100, '%')} of its inference time and {span(energy_share, 100, '%')} "
-    f"of its energy writing ({', '.join(paper_networks)}; {at}).",
+    f"of its energy writing ({', '.join(paper)}; {at}).",
     "holds"
     if majority == len(time_share)
     else f"holds only if the chip is small: writing is most of the time at {majority} of {len(time_share)} points",
@@ -111,7 +120,7 @@ claim(
 # 2. BasisN runs on any number of crossbars without reprogramming.
 basisn_rows = summary[(summary["scheme"] == "basisn") & (summary["preset"] == hw["preset"])]
 writes = basisn_rows["energy_write_j"]
-smallest = {name: hw["networks"][name]["min_crossbars_basisn"] for name in paper_networks}
+smallest = {name: hw["networks"][name]["min_crossbars_basisn"] for name in paper}
 evaluated = sorted(basisn_rows["n_crossbars"].unique())
 claim(
     "BasisN runs a DNN on any number of available crossbars without reprogramming: the basis vectors are written once.",
@@ -135,13 +144,13 @@ claim(
 )
 
 # 4. Marginal hardware modification / negligible hardware cost: the digital unit after the ADCs.
-basisn_main = main[(main["scheme"] == "basisn") & main["network"].isin(paper_networks)]
+basisn_main = main[(main["scheme"] == "basisn") & main["network"].isin(paper)]
 digital_share = basisn_main["energy_coef_mac_j"] / basisn_main["energy_j"]
 claim(
     "The basis is used for all layers with a marginal hardware modification (a digital unit that applies the "
     "coefficients); hardware cost is negligible.",
     f"the digital coefficient unit is {span(digital_share, 100, '%')} of BasisN's energy per inference "
-    f"({', '.join(paper_networks)}; {at}); area is not modelled.",
+    f"({', '.join(paper)}; {at}); area is not modelled.",
     "holds for energy (area not testable here)"
     if (digital_share <= overhead_bound).all()
     else f"not reproduced for energy: above {100 * overhead_bound:.0f}% (area not testable here)",
@@ -149,66 +158,106 @@ claim(
 )
 
 # 5. The training approach that enhances parallelization.
-groups = sweep_ratios[(sweep_ratios["sweep"] == "groups") & sweep_ratios["network"].isin(paper_networks)]
-by_groups = groups.groupby("groups")["cycles_ratio"]
+groups = sweep_ratios[
+    (sweep_ratios["sweep"] == "groups") & (sweep_ratios["preset"] == hw["preset"]) & sweep_ratios["network"].isin(paper)
+]
+by_groups = groups.groupby("groups")["cycles_ratio_best"]
 claim(
     "A training approach raises computation parallelism with the global basis and optimises the coefficients.",
     "the paper's approach is not described in the abstract; our reading (group-sparse coefficients, G groups, "
-    "docs/method.md §1.3) in the cost model: BasisN / reprogramming cycles "
-    + ", ".join(f"G = {int(g)}: {span(values)}" for g, values in by_groups)
-    + " (all N of the sweep).",
+    "docs/method.md §1.3) in the cost model: BasisN / the best reprogramming schedule, cycles "
+    + ", ".join(f"G = {int(g)}: {percent(values)}" for g, values in by_groups)
+    + f" (all N of the sweep, preset `{hw['preset']}`).",
     "not testable here (the paper's training method is not available to us)",
     f"{HW}: `sweep_ratios.csv` (sweep groups); `paper_figures/headline_groups.csv`",
 )
 
+# 6-7. Cycles and EDP below 1% of reprogramming, DenseNet/ResNet on ImageNet/CIFAR-100. Judged, as in
+# notebooks/headline.py, against the best reprogramming schedule (`*_ratio_best`: plain or ping-pong rounds, or
+# replicas), so that BasisN is not credited for beating a baseline that could be run better.
+paper_base = base[base["network"].isin(paper)]
+evaluated_networks = [name for name in paper if name in set(paper_base["network"])]
+ABSTRACT_ARCHITECTURES = {"ResNet": "resnet", "DenseNet": "densenet"}  # "large DNNs (DenseNet, ResNet)"
+ABSTRACT_DATASETS = ("ImageNet", "CIFAR-100")
+not_evaluated = [
+    f"{architecture} on {dataset}"
+    for architecture, prefix in ABSTRACT_ARCHITECTURES.items()
+    for dataset in ABSTRACT_DATASETS
+    if not any(
+        PAPER_NETWORK_DATASETS[name] == dataset and name.removeprefix("cifar_").startswith(prefix)
+        for name in evaluated_networks
+    )
+]
+evaluated_text = "evaluated: " + ", ".join(f"{name} ({PAPER_NETWORK_DATASETS[name]})" for name in evaluated_networks)
+evaluated_text += (
+    f"; of the abstract's networks, not evaluated: {', '.join(not_evaluated)}"
+    if not_evaluated
+    else "; every architecture and dataset the abstract names is among them"
+)
+in_sweep = sweep_ratios["network"].isin(paper) & sweep_ratios["n_crossbars"].isin(report)
+base_sweeps = sweep_ratios[in_sweep & (sweep_ratios["preset"] == hw["preset"])]  # one setting off the base point
+other_sweeps = sweep_ratios[in_sweep & (sweep_ratios["preset"] != hw["preset"])]  # another preset's own sweeps
 
-# 6-7. Cycles and EDP below 1% of reprogramming, DenseNet/ResNet on ImageNet/CIFAR-100.
-def below_one_percent(column: str, name: str) -> None:
-    paper = base[base["network"].isin(paper_networks)]
-    below = int((paper[column] < 0.01).sum())
-    swept = sweep_ratios[sweep_ratios["network"].isin(paper_networks)]
-    reaching = []  # the one-at-a-time sweep settings where every paper network is below 1%, and at which N
-    for sweep, part in swept.groupby("sweep", sort=True):
-        for value, points in part.groupby(sweep, sort=True):
-            all_below = points.groupby("n_crossbars")[column].max() < 0.01
-            if all_below.any():
-                where = "every N" if all_below.all() else "N = " + ", ".join(map(str, all_below[all_below].index))
-                reaching.append(f"{sweep} = {value:g} ({where})")
-    if below == len(paper):
-        verdict = "holds"
-    elif reaching:
-        verdict = "holds only if " + "; or ".join(reaching)
-    else:
-        verdict = "not reproduced: no evaluated setting is below 1%"
+
+def setting_maxima(sweeps: pd.DataFrame, column: str) -> pd.Series:
+    """Per (preset, sweep, value): the largest ratio over the paper networks at the report N."""
+    frames = [
+        part.groupby(sweep)[column].max().rename(lambda value, p=preset, s=sweep: (p, s, value))
+        for (preset, sweep), part in sweeps.groupby(["preset", "sweep"], sort=True)
+    ]
+    return pd.concat(frames) if frames else pd.Series(dtype=float)
+
+
+def below_one_percent(column: str, name: str, label: str) -> None:
+    below = int((paper_base[column] < BELOW_BOUND).sum())
+    verdict = below_verdict(paper_base, base_sweeps, column)
+    if verdict == "holds" and not_evaluated:
+        verdict += f" (not evaluated: {', '.join(not_evaluated)})"
+    base_best = setting_maxima(base_sweeps, column)
+    text = (
+        f"BasisN / the best reprogramming schedule, {name}: {percent(paper_base[column])} ({', '.join(paper)}; {at}); "
+        f"below 1% at {below} of {len(paper_base)} base points."
+    )
+    if not base_best.empty:
+        (_, sweep, value), lowest = base_best.idxmin(), base_best.min()
+        text += (
+            f" With one setting of the base point changed (the one-at-a-time sweeps of preset `{hw['preset']}`, "
+            f"same networks and N), the largest ratio is lowest at {sweep} = {value:g}: {percent([lowest])}."
+        )
+    for (preset, sweep), part in other_sweeps.groupby(["preset", "sweep"], sort=True):
+        maxima = part.groupby(sweep)[column].max()
+        text += (
+            f" Preset `{preset}`'s own sweep {sweep} (not a change of the base point): largest ratio "
+            + ", ".join(f"{percent([high])} at {value:g}" for value, high in maxima.items())
+            + "."
+        )
     claim(
-        f"{name} per inference fall below 1% of applying reprogramming, for large DNNs (DenseNet, ResNet) on "
+        f"{label} per inference fall below 1% of applying reprogramming, for large DNNs (DenseNet, ResNet) on "
         "ImageNet and CIFAR-100.",
-        f"BasisN / reprogramming {name.lower() if name == 'Cycles' else name}: {span(paper[column])} "
-        f"({', '.join(paper_networks)}; {at}); "
-        f"below 1% at {below} of {len(paper)} base points; the one-at-a-time sweeps (`sweep_ratios.csv`, every N of "
-        "the sweep) vary one setting from the base point. DenseNet is not among our networks.",
+        text + f" {evaluated_text}.",
         verdict,
-        f"{HW}: `ratios.csv`, `sweep_ratios.csv`; `paper_figures/headline_ratios.csv`, `headline_groups.csv`",
+        f"{HW}: `ratios.csv` ({column}), `sweep_ratios.csv`; `paper_figures/headline_ratios.csv`, "
+        "`headline_groups.csv`",
     )
 
 
-below_one_percent("cycles_ratio", "Cycles")
-below_one_percent("edp_ratio", "EDP")
+below_one_percent("cycles_ratio_best", "cycles", "Cycles")
+below_one_percent("edp_ratio_best", "EDP", "EDP")
 
 # 7b. The same for our own trained model (not a paper network): the unfavourable energy result.
 model = base[base["network"] == model_network]
 claim(
     "(claims 6-7 for the model this pipeline trains; not a network of the paper)",
-    f"BasisN / reprogramming: cycles {span(model['cycles_ratio'])}, energy {span(model['energy_ratio'])}, "
-    f"EDP {span(model['edp_ratio'])} ({at}).",
+    f"BasisN / the best reprogramming schedule: cycles {percent(model['cycles_ratio_best'])}, "
+    f"energy {percent(model['energy_ratio_best'])}, EDP {percent(model['edp_ratio_best'])} ({at}).",
     (
-        "not reproduced: BasisN uses more energy than reprogramming"
-        if (model["energy_ratio"] > 1).any()
+        "not reproduced: BasisN uses more energy than the best reprogramming schedule"
+        if (model["energy_ratio_best"] > 1).any()
         else "holds"
-        if (model["edp_ratio"] < 0.01).all()
+        if (model["edp_ratio_best"] < BELOW_BOUND).all()
         else "not reproduced: EDP above 1%"
     ),
-    f"{HW}: `ratios.csv` (network {model_network}); `paper_figures/headline_ratios.csv`",
+    f"{HW}: `ratios.csv` (network {model_network}, *_ratio_best); `paper_figures/headline_ratios.csv`",
 )
 
 # 8. Training cost negligible.
@@ -243,6 +292,26 @@ claim(
     "`outputs/evaluate/metrics.json` (`dvc repro evaluate`); `paper_figures/accuracy_profiles.csv`",
 )
 
+# 11. Beyond the abstract: the baseline that uses no crossbar at all.
+DIGITAL = {"cycles": "cycles_ratio_digital", "EDP": "edp_ratio_digital"}
+
+
+def digital_text(rows: pd.DataFrame) -> str:
+    """'cycles 54.2%, EDP 145%' of rows: BasisN / digital lanes."""
+    return ", ".join(f"{metric} {percent(rows[column])}" for metric, column in DIGITAL.items())
+
+
+claim(
+    "(not in the abstract) BasisN beats running the dense network on its own digital lanes (`digital_lanes` x N "
+    "MAC lanes, no crossbar).",
+    "BasisN / digital lanes, per network: "
+    + "; ".join(f"{network}: {digital_text(part)}" for network, part in paper_base.groupby("network", sort=False))
+    + f" ({at}); the trained model "
+    f"({model_network}, not a paper network): {digital_text(model)}.",
+    beats_verdict(paper_base, DIGITAL),
+    f"{HW}: `ratios.csv` (*_ratio_digital); `paper_figures/headline_ratios.csv` (beats_digital_*)",
+)
+
 table = pd.DataFrame(claims)
 display(table)
 
@@ -257,8 +326,13 @@ Generated by `notebooks/claims.py` (stage `nb_claims`: `dvc repro nb_claims`) fr
 RRAM-Based In-Memory-Computing by Basis Combination for Deep Neural Networks* (Eldebiky et al., arXiv 2407.03738).
 Each verdict is computed from the numbers by the rule in the notebook: "negligible" or "marginal" means at most
 {100 * overhead_bound:.0f}% (fine-tune time of the baseline's, digital energy of BasisN's), an accuracy loss of
-at most {accuracy_bound_pp:g} pp, "below 1%" a ratio under 0.01. Hardware numbers come from our cost model
-(docs/hardware.md), not from the paper's simulator; its constants favour the reprogramming baseline.
+at most {accuracy_bound_pp:g} pp, "below 1%" a ratio under {100 * BELOW_BOUND:g}% of the best reprogramming schedule
+(`*_ratio_best` of `ratios.csv`: plain or ping-pong rounds, or replicas, whichever is faster). A "below 1%" claim
+**holds** when every base point (each paper network at each report crossbar count N, preset `{hw["preset"]}`) is
+below; **holds only** names the base points that are below and the single settings whose change puts every base
+point below (the preset's one-at-a-time sweeps); it is **not reproduced** when neither exists. Ratios are in
+percent of the baseline. Hardware numbers come from our cost model (docs/hardware.md), not from the paper's
+simulator; its constants favour the reprogramming baseline.
 
 """
 rows = ["| # | claim (abstract) | our measurement | verdict | shown by |", "| --- | --- | --- | --- | --- |"]
