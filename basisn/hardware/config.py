@@ -118,7 +118,7 @@ class HardwareConfig:
     # more than a fixed wire shift would).
     e_write_iter: float = 1.68e-12  # one cell, one write+verify iteration: V^2·G·t of the NeuroSim RealDevice
     # pulse, 2 V, mid-range G = 5.24 uS, 80 ns; verify and driver energy not charged (favours the baseline).
-    # --- memory: where weights and coefficients live, what moving them costs (docs/hardware.md section 5) ------
+    # --- memory: where weights and coefficients live, what moving them costs (docs/hardware.md section 2) ------
     memory: bool = False  # charge memory traffic (energy, and cycles bound by transfer)? False: the model before
     # issue 16, every number of the other tables; hw-eval reports the headline ratios both ways (memory.csv).
     sram_bytes: int = 4 * 2**20  # on-chip buffer capacity, 4 MiB. Our assumption (no chip adopted); swept in hw-eval.

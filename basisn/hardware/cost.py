@@ -316,7 +316,7 @@ def _energy_terms(
 
 @dataclass(frozen=True)
 class MemoryTraffic:
-    """The bytes a scheme moves per batch, per layer, and from where (docs/hardware.md section 5).
+    """The bytes a scheme moves per batch, per layer, and from where (docs/hardware.md section 2).
 
     `stored_bytes` is what must be kept for every inference; it sits in the SRAM when it fits
     (`HardwareConfig.sram_bytes`), else in DRAM. With `memory` off the bytes are still reported, but cost nothing.
