@@ -680,7 +680,7 @@ hardware:
   batch: 1
   basis: {n_basis: 64, segment_len: 128, groups: 1}
   sweep: {groups: [1, 4], verify_iters: [5], digital_lanes: [64], write_cols: [8], write_crossbars: [4],
-          verify_iters_share: [0.5, 1.0]}
+          verify_iters_share: [0.5, 1.0], sram_bytes: [1048576, 67108864]}
 """
 
 
@@ -709,7 +709,19 @@ def test_hw_eval_writes_tables_and_prints_ratios(tmp_path, capsys):
         "write_cols",
         "write_crossbars",
         "verify_iters_share",
+        "sram_bytes",
     }
+    sram = sweep_frame[(sweep_frame["sweep"] == "sram_bytes") & (sweep_frame["network"] == "cifar_resnet18")]
+    assert sram["memory"].all()  # the SRAM sweep runs with memory traffic on
+    sources = sram[sram["scheme"] == "basisn"].groupby("sram_bytes")["memory_source"].first()
+    assert sources.to_dict() == {1048576: "dram", 67108864: "sram"}  # 2.81 MB of coefficients fit only 64 MiB
+    memory = pd.read_csv(out / "memory.csv")
+    assert set(memory["memory"]) == {True, False} and set(memory["n_crossbars"]) == {16, 32}
+    assert "With memory traffic" in printed
+    assert "cifar_resnet18 2.81 MB -> 67108864" in printed  # where the coefficients start to fit the SRAM
+    storage_table = pd.read_csv(out / "storage.csv")
+    assert set(storage_table[storage_table["network"] == "cifar_resnet18"]["groups"]) == {1, 4}
+    assert set(storage_table[storage_table["network"] == "mine"]["n_basis"]) == {8}  # its own basis
     shares = sweep_frame[sweep_frame["sweep"] == "verify_iters_share"]
     assert set(shares["preset"]) == {"neurram"} and set(shares["verify_iters"]) == {10, 20}  # half of 20, 20
     lanes = sweep_frame[(sweep_frame["sweep"] == "digital_lanes") & (sweep_frame["scheme"] == "digital")]
@@ -744,6 +756,8 @@ def test_hw_eval_writes_tables_and_prints_ratios(tmp_path, capsys):
         ("hardware: {sweep: {write_cols: [100000]}}", "write_cols=100000 is not allowed"),
         ("hardware: {basis: {coef_quant: log}}", "coef_quant='log' is not allowed"),
         ("hardware: {basis: {groups: 3}}", "groups=3 is not allowed"),
+        ("hardware: {sweep: {sram_bytes: [-1]}}", "hardware.sweep.sram_bytes=[-1] is not allowed"),
+        ("hardware: {overrides: {memory: 1}}", "memory=1 is not allowed; use true or false"),
     ],
 )
 def test_hw_eval_rejects_bad_params_before_writing(tmp_path, capsys, block, message):
@@ -757,7 +771,7 @@ def test_hw_eval_rejects_bad_params_before_writing(tmp_path, capsys, block, mess
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Memory traffic (docs/hardware.md section 5), by hand on the one-conv and one-linear nets.
+# Memory traffic (docs/hardware.md section 2), by hand on the one-conv and one-linear nets.
 # ----------------------------------------------------------------------------------------------------------------
 # 120-byte SRAM at 1 J/byte and 0.5 byte per 10 ns cycle; DRAM at 10 J/byte and 0.25 byte per cycle.
 MEM = SMALL.replace(

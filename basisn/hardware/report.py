@@ -442,6 +442,14 @@ def hw_eval_main(argv: list[str]) -> int:
         f"{'include it' if config.memory else 'leave it out'}): BasisN / reprogram"
     )
     print(format_table(on, p["report_crossbars"]))
+    capacities = sorted(p["sweep"].get("sram_bytes", []))
+    if capacities:
+        fits = []
+        for row in result["tables"]["storage"].itertuples():
+            if row.groups == basis.groups or row.network not in p["networks"]:
+                smallest = next((c for c in capacities if row.coef_bytes <= c), None)
+                fits.append(f"{row.network} {row.coef_bytes / 1e6:.3g} MB -> {smallest or 'none swept'}")
+        print(f"BasisN coefficients (G={basis.groups}) and the smallest swept SRAM bytes they fit: " + "; ".join(fits))
     grouped = result["tables"]["sweep_ratios"]
     if len(grouped) and max(p["sweep"].get("groups", [1])) > 1:
         g = max(p["sweep"]["groups"])
