@@ -869,3 +869,32 @@ def test_memory_traffic_only_adds_cost(scheme, net):
 def test_invalid_memory_fields_are_named(changes, pattern):
     with pytest.raises(ValueError, match=pattern):
         preset("default").replace(**changes)
+
+
+@PROPERTY
+@given(
+    net_strategy,
+    config_strategy,
+    st.integers(1, 3),
+    st.sampled_from([0, 64, 1 << 20]),
+    st.sampled_from([0.05e8, 0.5e8, 10e8]),
+)
+def test_memory_traffic_properties(net, cfg, batch, sram_bytes, bandwidth):
+    """With memory traffic on, the orderings still hold, and it never makes a scheme cheaper."""
+    on = cfg.replace(memory=True, sram_bytes=sram_bytes, sram_bandwidth=bandwidth, dram_bandwidth=bandwidth / 4)
+    tiles = total_tiles(net, cfg)
+    ideal = evaluate(net, on, "ideal", 1, batch)
+    previous = {"reprogram": math.inf, "reprogram_best": math.inf, "digital": math.inf}
+    for n in sorted({*range(1, 24), tiles - 1, tiles, tiles + 1} - {0}):
+        for scheme in previous:
+            result = evaluate(net, on, scheme, n, batch)
+            assert result["cycles"] <= previous[scheme]  # never more cycles with more crossbars
+            assert result["cycles"] >= evaluate(net, cfg, scheme, n, batch)["cycles"]
+            assert result["energy_memory_j"] >= 0
+            previous[scheme] = result["cycles"]
+        assert ideal["cycles"] <= evaluate(net, on, "reprogram", n, batch)["cycles"]
+    m = min(cfg.rows, 16)
+    dense = evaluate(net, on, "basisn", 8, batch, BasisSpec(4, m, 1))
+    grouped = evaluate(net, on, "basisn", 8, batch, BasisSpec(4, m, 2))
+    assert grouped["bytes_moved"] < dense["bytes_moved"]  # group-sparse moves fewer bytes, index included
+    assert grouped["energy_memory_j"] <= dense["energy_memory_j"]  # fewer bytes, from the same or a cheaper place
