@@ -1,6 +1,6 @@
 """The global basis: segmenting weights, the SVD decomposition, and converting models to and from BasisN.
 
-Decomposition (DESIGN.md 1.2): every output row of every basis-mapped layer is normalised (its norm kept as the
+Decomposition (docs/method.md §1.2): every output row of every basis-mapped layer is normalised (its norm kept as the
 layer's per-output scale), cut into segments of length m, and all segments of all layers are stacked. The top-n
 right singular vectors of that stack are the least-squares-optimal shared linear basis; coefficients follow by
 least squares against the *quantized* basis, then are quantized, then each row's scale is refitted.
@@ -76,7 +76,7 @@ def top_singular_basis(segments: Tensor, n: int) -> Tensor:
 def assign_groups(segments: Tensor, basis: Tensor, groups: int, iterations: int) -> tuple[Tensor, Tensor]:
     """Group-sparse basis: each segment uses one of `groups` groups of n/groups basis vectors.
 
-    Our reading of the paper's "training to enhance computation parallelization" (DESIGN.md 1.1): start from the
+    Our reading of the paper's "training to enhance computation parallelization" (docs/method.md §1.1): start from the
     SVD basis dealt round-robin into groups (so every group gets strong and weak directions), then alternate
     (k-subspace clustering): assign each segment to the group that reconstructs it best, refit each group as the
     top singular vectors of its segments. Returns (basis with group g in rows [g·k, (g+1)·k), group per segment).
@@ -367,7 +367,7 @@ def to_basisn(
     """Replace every nn.Conv2d / nn.Linear / nn.MultiheadAttention projection of `model` (in place) by its
     basis-mapped version, all sharing one bank.
 
-    Args mirror DESIGN.md 1.1: `n_basis` n, `segment_len` m (= crossbar rows), `coef_bits`/`coef_quant` the
+    Args mirror docs/method.md §1.1: `n_basis` n, `segment_len` m (= crossbar rows), `coef_bits`/`coef_quant` the
     coefficient quantizer (None: off), `basis_bits` the basis quantizer (None: off), `groups` G of the
     group-sparse option, `exclude` module names kept dense (a name also excludes everything under it),
     `coef_scale` "channel" or "layer" range of the coefficient quantizer, `init` "svd" (the decomposition),

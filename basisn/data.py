@@ -473,6 +473,10 @@ class TensorBatchLoader:
     def num_samples(self) -> int:
         return len(self.indices())
 
+    def sample_labels(self) -> Tensor:
+        """The labels of the samples this rank visits in the current epoch, without touching an image."""
+        return self.labels[torch.from_numpy(self.indices())]
+
     def __len__(self) -> int:
         return len(batch_bounds(self.num_samples, self.batch_size, drop_singleton_tail=self.train))
 
@@ -583,6 +587,12 @@ class FolderLoader:
 
     def indices(self) -> np.ndarray:
         return self.batch_sampler.indices()
+
+    def sample_labels(self) -> Tensor:
+        """The labels of the samples this rank visits, from the folder index: no image is opened or decoded
+        (the data stage runs on every `dvc repro`; decoding ImageNet each time would take hours)."""
+        targets = torch.as_tensor([label for _, label in self.loader.dataset.folder.samples], dtype=torch.int64)
+        return targets[torch.from_numpy(self.indices())]
 
     def __len__(self) -> int:
         return len(self.batch_sampler)

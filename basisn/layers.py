@@ -3,7 +3,7 @@
 A basis-mapped layer holds no weight. Its weight matrix (O x L, PyTorch's (C_in, kh, kw) unrolling) is cut into
 S segments of length m, and segment s of output row o is
 
-    w[o, s, :] = scale[o] * sum_i Q_c(coef[o, s, i]) * Q_b(B[i, :])          (DESIGN.md 1.1)
+    w[o, s, :] = scale[o] * sum_i Q_c(coef[o, s, i]) * Q_b(B[i, :])          (docs/method.md §1.1)
 
 with B the one global basis shared by every layer. For training speed the weights of ALL layers are rebuilt
 together, once per forward pass, by one matmul (`rebuild_weights`), and then the ordinary `F.conv2d` / `F.linear`

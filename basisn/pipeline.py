@@ -158,8 +158,7 @@ def data_main(argv: list[str]) -> int:
 
 def _data_stage(p: dict, args: argparse.Namespace) -> int:
     loaders = _loaders(p, augment=False)
-    train_labels = torch.cat([labels for _, labels in loaders.train])
-    test_labels = torch.cat([labels for _, labels in loaders.test])
+    train_labels, test_labels = loaders.train.sample_labels(), loaders.test.sample_labels()
     summary = dict(
         dataset=p["data"]["dataset"],
         profile=p["profile"],
@@ -304,6 +303,8 @@ def _decompose_stage(p: dict, args: argparse.Namespace, model: torch.nn.Module, 
         f"decompose: {len(table)} layers onto {p['decompose']['n_basis']} basis vectors, relative error "
         f"{summary['rel_error_mean']:.3f} (mean over layers) in {seconds:.1f}s -> {args.out}"
     )
+    for note in report.notes():  # layers to_basisn could not map (e.g. an Embedding), each with its reason
+        print(f"decompose: {note}")
     return 0
 
 

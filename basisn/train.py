@@ -1,4 +1,4 @@
-"""The one training loop: the dense baseline and the BasisN fine-tune (DESIGN.md 1.2, steps 1 and 3).
+"""The one training loop: the dense baseline and the BasisN fine-tune (docs/method.md §1.2, steps 1 and 3).
 
 Modelled on torchvision's references/classification/train.py and kept as plain: SGD (Nesterov) with a linear
 warm-up then cosine decay to 0, stepped per iteration; label-smoothed cross-entropy; optional knowledge distillation

@@ -633,7 +633,7 @@ def test_layer_shapes_of_a_basis_mapped_model(tmp_path):
     torch.manual_seed(0)
     model, _ = to_basisn(Head(), n_basis=8, segment_len=16, groups=2, exclude=["fc"])
     shapes = layer_shapes(model, (3, 4, 4), name="pipeline")
-    assert shapes.basis == BasisSpec(8, 16, 2)
+    assert shapes.basis == BasisSpec(8, 16, 2, coef_bits=4, coef_quant="uniform")  # to_basisn's defaults
     assert [s.mapped for s in shapes.layers] == [True, False]
     assert [(s.L, s.O) for s in shapes.layers] == [(27, 8), (128, 4)]
     path = save_shapes(shapes, tmp_path / "shapes.json")
@@ -642,6 +642,17 @@ def test_layer_shapes_of_a_basis_mapped_model(tmp_path):
     # its own basis is used by default; the dense fc takes 8 of the crossbars
     bas = evaluate(again, SMALL, "basisn", 12)
     assert (bas["n_basis"], bas["groups"], bas["dense_crossbars"]) == (8, 2, 8)
+
+
+def test_layer_shapes_carry_the_coefficient_quantizer_into_the_cost(tmp_path):
+    """A pow2 model is charged shift-adds, not the 8-bit multiply of an unknown quantizer."""
+    torch.manual_seed(0)
+    model, _ = to_basisn(Head(), n_basis=8, segment_len=16, coef_bits=3, coef_quant="pow2")
+    again = load_shapes(save_shapes(layer_shapes(model, (3, 4, 4)), tmp_path / "shapes.json"))
+    assert (again.basis.coef_bits, again.basis.coef_quant) == (3, "pow2")
+    own = evaluate(again, SMALL, "basisn", 12)
+    unknown = evaluate(again, SMALL, "basisn", 12, basis=BasisSpec(8, 16, 1))
+    assert own["energy_coef_mac_j"] < unknown["energy_coef_mac_j"] and own["energy_j"] < unknown["energy_j"]
 
 
 # ----------------------------------------------------------------------------------------------------------------

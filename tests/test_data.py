@@ -418,3 +418,18 @@ def test_imagenet_batches_do_not_depend_on_the_number_of_workers(tmp_path: Path)
 def test_imagenet_missing_folder_is_explained(tmp_path: Path) -> None:
     with pytest.raises(data.DataError, match="train and .*val"):
         data.build_loaders("imagenet", tmp_path, 8, seed=0)
+
+
+def test_sample_labels_are_the_labels_a_pass_yields_without_reading_an_image(
+    tmp_path: Path, fake_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data stage counts classes on every `dvc repro`: from the index, never by decoding the images."""
+    write_fake_imagenet(tmp_path / "imagenet")
+    folder = data.build_loaders("imagenet", tmp_path, 4, seed=0, crop_size=16, resize_size=18)
+    tensors = data.build_loaders("fashion_mnist", fake_root, 32, seed=0)
+    for loader in (folder.train, folder.test, tensors.train, tensors.test):
+        loader.set_epoch(1)
+        expected = torch.cat([labels for _, labels in loader])
+        assert torch.equal(loader.sample_labels(), expected)
+    monkeypatch.setattr(folder.train.loader.dataset.folder, "loader", lambda path: pytest.fail(f"opened {path}"))
+    assert torch.bincount(folder.train.sample_labels()).tolist() == [5, 4, 5]

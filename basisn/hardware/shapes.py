@@ -325,7 +325,16 @@ def _network_basis(model: nn.Module) -> BasisSpec | None:
     if len(banks) > 1:
         raise ValueError(f"model has {len(banks)} different basis banks; the cost model expects one shared basis")
     bank = next(iter(banks.values()))
-    return BasisSpec(int(bank.n_basis), int(bank.segment_len), int(getattr(bank, "groups", 1)))
+    # the coefficient quantizer sets the energy of a coefficient MAC (a pow2 coefficient is a shift and an add);
+    # to_basisn gives every layer the same one, so the first layer's is the network's
+    first = next(m for m in model.modules() if _is_basis(m) and getattr(m, "bank", None) is bank)
+    return BasisSpec(
+        int(bank.n_basis),
+        int(bank.segment_len),
+        int(getattr(bank, "groups", 1)),
+        coef_bits=getattr(first, "coef_bits", None),
+        coef_quant=getattr(first, "coef_quant", "uniform"),
+    )
 
 
 def layer_shapes(model: nn.Module, input_size: int | tuple[int, ...], name: str | None = None) -> NetworkShapes:
