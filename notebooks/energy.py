@@ -24,7 +24,10 @@
 # BasisN's digital lanes without crossbars) and `write` (write-and-verify of the weights, paid per batch by
 # `reprogram`; one-time writes are excluded for all schemes). The digital unit's energy (`coef_mac`) is BasisN's
 # hardware overhead. The best reprogramming schedule (`reprogram_best`) only reorders the same writes and reads, so
-# its energy is `reprogram`'s.
+# its energy is `reprogram`'s. `memory` is the memory traffic (docs/hardware.md section 2): the weights reprogram
+# writes per batch, the coefficients BasisN reads per inference, the dense weights the digital baseline reads, from
+# the SRAM when they fit, else DRAM. It is zero in the main tables (memory off, the model's default); the tables of
+# the last sections take `memory.csv` / `memory_ratios.csv` / `storage.csv`, where hw-eval evaluates both ways.
 #
 # **Parameters.** `hardware_dir` (the `hw-eval` output directory) and `crossbars` (N of the breakdown; `None`: the
 # middle of the report crossbar counts). The hardware description is printed below from `hw_eval.json`.
@@ -48,7 +51,12 @@ from basisn.figures import load_hw_eval, order_networks, save_figure, save_table
 from basisn.notebooks import at_repo_root, require
 
 at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
-require(*(f"{hardware_dir}/{name}" for name in ("hw_eval.json", "summary.csv")))
+require(
+    *(
+        f"{hardware_dir}/{name}"
+        for name in ("hw_eval.json", "summary.csv", "memory.csv", "memory_ratios.csv", "storage.csv")
+    )
+)
 set_style()
 hw_path = Path(hardware_dir)
 hw = load_hw_eval(hw_path)
@@ -65,7 +73,7 @@ if main.empty:
     )
 paper, networks = order_networks(hw, main["network"])
 SCHEMES = ["ideal", "reprogram", "basisn", "digital"]
-TERMS = ["xbar", "adc", "shift_add", "coef_mac", "mac", "write"]
+TERMS = ["xbar", "adc", "shift_add", "coef_mac", "mac", "write", "memory"]
 
 
 # %% [markdown]
@@ -105,7 +113,15 @@ display(breakdown.pivot_table(index=["network", "scheme"], columns="term", value
 # %%
 # one colour per term, no two alike next to each other in a bar (adc orange, coef_mac purple)
 cb = sns.color_palette("colorblind")
-colors = {"xbar": cb[0], "adc": cb[1], "shift_add": cb[2], "coef_mac": cb[4], "mac": cb[9], "write": cb[7]}
+colors = {
+    "xbar": cb[0],
+    "adc": cb[1],
+    "shift_add": cb[2],
+    "coef_mac": cb[4],
+    "mac": cb[9],
+    "write": cb[7],
+    "memory": cb[5],
+}
 cols = min(4, len(networks))
 rows_n = math.ceil(len(networks) / cols)
 fig, axes = plt.subplots(rows_n, cols, figsize=(2.4 * cols + 0.4, 1.7 * rows_n + 0.7), squeeze=False)
@@ -147,3 +163,98 @@ for name in paper:
 text = "\n".join(lines)
 print(text)
 display(Markdown(text))
+
+
+# %% [markdown]
+# ## Table: storage per network (dense weights vs. BasisN coefficients vs. the basis)
+#
+# `dense_weight_bytes`: every weight at `weight_bits`; `coef_bytes`: the coefficients one inference uses at their
+# bit width (dense, G = 1, or group-sparse, G > 1, with ceil(log2 G) bits of group index per output channel and
+# segment); `basis_bytes`: the n·m basis weights (in the crossbars after one write); `compression_ratio`: dense /
+# (coefficients + basis + layers kept dense); `*_fits_sram`: whether it fits the configured buffer (`sram_bytes`).
+
+# %%
+storage = pd.read_csv(hw_path / "storage.csv")
+storage = storage[storage["network"].isin(networks)]
+storage_table = storage[
+    [
+        "network",
+        "groups",
+        "dense_weight_bytes",
+        "coef_bytes",
+        "basis_bytes",
+        "kept_dense_bytes",
+        "compression_ratio",
+        "sram_bytes",
+        "dense_fits_sram",
+        "coef_fits_sram",
+    ]
+].reset_index(drop=True)
+save_table(storage_table, out_dir, "storage")
+display(storage_table)
+
+# %% [markdown]
+# ## Table: headline ratios with and without memory traffic, and the term that dominates each scheme
+#
+# BasisN over reprogram (`*_vs_reprogram`), over the best baseline option (`edp_vs_best`) and over the digital
+# baseline (`edp_vs_digital`) at the report crossbar counts, with memory traffic off and on; `dominant_*`: the
+# largest energy term of each scheme.
+
+# %%
+memory_rows = pd.read_csv(hw_path / "memory.csv")
+memory_ratios = pd.read_csv(hw_path / "memory_ratios.csv")
+dominant = memory_rows.pivot_table(
+    index=["network", "n_crossbars", "memory"], columns="scheme", values="dominant_term", aggfunc="first"
+)
+dominant = dominant[["reprogram", "basisn", "digital"]].add_prefix("dominant_").reset_index()
+headline = memory_ratios.rename(
+    columns={
+        "cycles_ratio": "cycles_vs_reprogram",
+        "energy_ratio": "energy_vs_reprogram",
+        "edp_ratio": "edp_vs_reprogram",
+        "edp_ratio_best": "edp_vs_best",
+        "edp_ratio_digital": "edp_vs_digital",
+    }
+)
+headline = headline[
+    [
+        "network",
+        "n_crossbars",
+        "memory",
+        "sram_bytes",
+        "cycles_vs_reprogram",
+        "energy_vs_reprogram",
+        "edp_vs_reprogram",
+        "edp_vs_best",
+        "edp_vs_digital",
+    ]
+].merge(dominant, on=["network", "n_crossbars", "memory"])
+headline = headline[headline["network"].isin(networks)].reset_index(drop=True)
+save_table(headline, out_dir, "memory_headline")
+display(headline)
+
+# %% [markdown]
+# ## Table: energy per inference by term, memory traffic on
+
+# %%
+on = memory_rows[memory_rows["memory"].astype(bool) & (memory_rows["n_crossbars"] == crossbars)]
+memory_breakdown = []
+for name in networks:
+    part = on[on["network"] == name].set_index("scheme")
+    for scheme in SCHEMES:
+        for term in TERMS:
+            energy = float(part.loc[scheme, f"energy_{term}_j"])
+            memory_breakdown.append(
+                {
+                    "network": name,
+                    "n_crossbars": crossbars,
+                    "scheme": scheme,
+                    "source": part.loc[scheme, "memory_source"],
+                    "term": term,
+                    "energy_j": energy,
+                    "share": energy / part.loc[scheme, "energy_j"],
+                }
+            )
+memory_breakdown = pd.DataFrame(memory_breakdown)
+save_table(memory_breakdown, out_dir, "energy_breakdown_memory")
+display(memory_breakdown.pivot_table(index=["network", "scheme"], columns="term", values="energy_j", sort=False))

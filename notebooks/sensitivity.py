@@ -24,7 +24,8 @@
 #    In our cost model cycles and energy **do not depend on `coef_bits`** (the digital unit is charged one 8-bit
 #    multiply-accumulate per coefficient whatever its width), so a cycles-vs-`coef_bits` curve would be flat.
 # 2. From the cost model's one-at-a-time sweeps (`sweep_ratios.csv`): BasisN / reprogram cycles and EDP against
-#    `n_basis`, coefficient groups G, batch size and write-and-verify iterations, at one crossbar count.
+#    `n_basis`, coefficient groups G, batch size, write-and-verify iterations, the write parallelism and the SRAM
+#    capacity (with memory traffic on; docs/hardware.md section 2), at one crossbar count.
 #
 # **Parameters.** `sweep_results`, `sweep_params` (the sweep stage's files), `evaluate_metrics` (dense accuracy for
 # reference), `hardware_dir`, `crossbars` (N of the hardware panels; `None`: middle report count), `model_network`
@@ -192,6 +193,7 @@ LABELS = {
     "write_cols": "cells written at once",
     "write_crossbars": "crossbars written at once",
     "verify_iters_share": "N_wv / max (neurram)",
+    "sram_bytes": "SRAM MiB (memory traffic on)",
 }
 SWEEPS = [key for key in LABELS if key in set(sweep_ratios["sweep"])]
 rows = []
@@ -245,7 +247,8 @@ for j, key in enumerate(SWEEPS):
         ax.get_legend().remove()
         ax.set_xscale("log", base=2 if key != "verify_iters" else 10)
         values = sorted(part["value"].unique())
-        ax.set_xticks(values, [f"{v:g}" for v in values])
+        unit = 2**20 if key == "sram_bytes" else 1  # SRAM capacities shown in MiB
+        ax.set_xticks(values, [f"{v / unit:g}" for v in values])
         ax.set_yscale("log")
         ax.axhline(0.01, color="black", linestyle="--", linewidth=0.8)
         ax.set_xlabel(LABELS[key] if i == 1 else "")

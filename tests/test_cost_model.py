@@ -1,6 +1,6 @@
-"""Tests of the crossbar cost model (DESIGN.md 2): hand-computed small nets, properties, validation, shapes, CLI.
+"""Tests of the crossbar cost model (docs/method.md §2): hand-computed small nets, properties, validation, shapes, CLI.
 
-The hand computations below write out DESIGN.md 2.2-2.3 with the numbers of each net; the property tests compare
+The hand computations below write out docs/method.md §2.2-§2.3 with the numbers of each net; the property tests compare
 the model against a naive loop implementation of the same formulas and check the orderings the issue requires.
 """
 
@@ -306,7 +306,7 @@ def test_replication_when_everything_fits_by_hand():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Properties, against a naive implementation of DESIGN.md 2.2.
+# Properties, against a naive implementation of docs/method.md §2.2.
 # ----------------------------------------------------------------------------------------------------------------
 def naive_reprogram(net: NetworkShapes, cfg: HardwareConfig, n: int, batch: int) -> int:
     """Per-batch cycles: greedy layer-order rounds of exactly n tiles, written out with loops."""
@@ -691,7 +691,7 @@ hardware:
   batch: 1
   basis: {n_basis: 64, segment_len: 128, groups: 1}
   sweep: {groups: [1, 4], verify_iters: [5], digital_lanes: [64], write_cols: [8], write_crossbars: [4],
-          verify_iters_share: [0.5, 1.0]}
+          verify_iters_share: [0.5, 1.0], sram_bytes: [1048576, 67108864]}
 """
 
 
@@ -720,7 +720,19 @@ def test_hw_eval_writes_tables_and_prints_ratios(tmp_path, capsys):
         "write_cols",
         "write_crossbars",
         "verify_iters_share",
+        "sram_bytes",
     }
+    sram = sweep_frame[(sweep_frame["sweep"] == "sram_bytes") & (sweep_frame["network"] == "cifar_resnet18")]
+    assert sram["memory"].all()  # the SRAM sweep runs with memory traffic on
+    sources = sram[sram["scheme"] == "basisn"].groupby("sram_bytes")["memory_source"].first()
+    assert sources.to_dict() == {1048576: "dram", 67108864: "sram"}  # 2.81 MB of coefficients fit only 64 MiB
+    memory = pd.read_csv(out / "memory.csv")
+    assert set(memory["memory"]) == {True, False} and set(memory["n_crossbars"]) == {16, 32}
+    assert "With memory traffic" in printed
+    assert "cifar_resnet18 2.81 MB -> 67108864" in printed  # where the coefficients start to fit the SRAM
+    storage_table = pd.read_csv(out / "storage.csv")
+    assert set(storage_table[storage_table["network"] == "cifar_resnet18"]["groups"]) == {1, 4}
+    assert set(storage_table[storage_table["network"] == "mine"]["n_basis"]) == {8}  # its own basis
     shares = sweep_frame[sweep_frame["sweep"] == "verify_iters_share"]
     assert set(shares["preset"]) == {"neurram"} and set(shares["verify_iters"]) == {10, 20}  # half of 20, 20
     lanes = sweep_frame[(sweep_frame["sweep"] == "digital_lanes") & (sweep_frame["scheme"] == "digital")]
@@ -755,6 +767,8 @@ def test_hw_eval_writes_tables_and_prints_ratios(tmp_path, capsys):
         ("hardware: {sweep: {write_cols: [100000]}}", "write_cols=100000 is not allowed"),
         ("hardware: {basis: {coef_quant: log}}", "coef_quant='log' is not allowed"),
         ("hardware: {basis: {groups: 3}}", "groups=3 is not allowed"),
+        ("hardware: {sweep: {sram_bytes: [-1]}}", "hardware.sweep.sram_bytes=[-1] is not allowed"),
+        ("hardware: {overrides: {memory: 1}}", "memory=1 is not allowed; use true or false"),
     ],
 )
 def test_hw_eval_rejects_bad_params_before_writing(tmp_path, capsys, block, message):
@@ -765,3 +779,133 @@ def test_hw_eval_rejects_bad_params_before_writing(tmp_path, capsys, block, mess
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert (out / "keep.txt").read_text() == "earlier output" and len(list(out.iterdir())) == 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Memory traffic (docs/hardware.md section 2), by hand on the one-conv and one-linear nets.
+# ----------------------------------------------------------------------------------------------------------------
+# 120-byte SRAM at 1 J/byte and 0.5 byte per 10 ns cycle; DRAM at 10 J/byte and 0.25 byte per cycle.
+MEM = SMALL.replace(
+    memory=True, sram_bytes=120, e_sram_byte=1.0, e_dram_byte=10.0, sram_bandwidth=0.5e8, dram_bandwidth=0.25e8
+)
+
+
+def test_memory_traffic_of_one_conv_by_hand():
+    net = one_conv()  # L = 27, O = 8, P = 36: 216 weights at 4 bits = 108 bytes (fit the 120-byte SRAM)
+    assert evaluate(net, MEM, "ideal", 2)["bytes_moved"] == 0  # written once, nothing moves per inference
+    assert evaluate(net, MEM, "ideal", 2)["energy_memory_j"] == 0
+    rep = evaluate(net, MEM, "reprogram", 2)
+    assert (rep["bytes_moved"], rep["memory_source"]) == (108, "sram")
+    assert rep["energy_memory_j"] == pytest.approx(108 * 1.0)
+    # rounds [tile 0, 1] = 2 x 16x16/4 = 128 weights = 64 bytes -> 128 cycles > 16 rows x 6 = 96 of writes;
+    # [tile 2, 3] = 2 x 11x16/4 = 88 weights = 44 bytes -> 88 cycles > 66: the writes wait for their weights
+    assert rep["cycles"] == 128 + 88 + 2 * 36 * T_IN == 360
+    assert evaluate(net, SMALL, "reprogram", 2)["cycles"] == 306  # memory off: the model without traffic
+    # basisn G = 1: 16 (output channel, segment) pairs x 8 coefficients x 8 bits = 128 bytes > 120: from DRAM,
+    # 128 / 0.25 = 512 cycles > the 288 of compute: bound by the transfer
+    bas = evaluate(net, MEM, "basisn", 4, basis=BASIS)
+    assert (bas["bytes_moved"], bas["memory_source"]) == (128, "dram")
+    assert bas["energy_memory_j"] == pytest.approx(128 * 10.0)
+    assert bas["cycles"] == 512 and bas.layers.loc[0, "bound"] == "transfer"
+    # G = 2: 4 active coefficients + 1 bit of group index per pair: 16 x 33 bits = 66 bytes, from the SRAM
+    grouped = evaluate(net, MEM, "basisn", 4, basis=BasisSpec(8, 16, 2))
+    assert (grouped["bytes_moved"], grouped["memory_source"]) == (66, "sram")
+    assert grouped["energy_memory_j"] == pytest.approx(66 * 1.0)
+    assert grouped["transfer_cycles"] == 132 and grouped["cycles"] >= 132
+    dig = evaluate(net, MEM, "digital", 2)
+    assert (dig["bytes_moved"], dig["memory_source"], dig["transfer_cycles"]) == (108, "sram", 216)
+    assert dig["cycles"] == 972  # compute-bound: 972 > 216
+    assert dig["energy_j"] == pytest.approx(evaluate(net, SMALL, "digital", 2)["energy_j"] + 108 * 1.0)
+    off = evaluate(net, SMALL, "basisn", 4, basis=BASIS)
+    assert off["bytes_moved"] == 128 and off["energy_memory_j"] == 0 and off["cycles"] == 288
+
+
+def test_memory_traffic_of_one_linear_by_hand_with_a_batch():
+    net = one_linear()  # 400 weights at 4 bits = 200 bytes > 120: from DRAM; B = 3 shares one read per batch
+    rep = evaluate(net, MEM, "reprogram", 4, batch=3)
+    assert (rep["bytes_moved"], rep["memory_source"]) == (pytest.approx(200 / 3), "dram")
+    assert rep["energy_memory_j"] == pytest.approx(200 * 10.0 / 3)
+    # rounds of 4 tiles: 224 weights (112 B -> 448 cycles > 96), 160 (80 B -> 320 > 96), 16 (8 B -> 32 < 48):
+    # 834; rounds of 3 tiles (the best N' <= N): 160, 160, 80 weights -> 320 + 320 + 160 cycles (> 96, 96, 48)
+    assert rep["cycles_per_batch"] == 320 + 320 + 160 + 3 * 3 * T_IN == 818 < 448 + 320 + 48 + 3 * 3 * T_IN
+    assert rep["round_size"] == 3
+    assert evaluate(net, SMALL, "reprogram", 4, batch=3)["cycles_per_batch"] == 258  # memory off
+    # basisn: 10 outputs x 3 segments x 8 coefficients x 8 bits = 240 bytes from DRAM -> 960 cycles per batch
+    bas = evaluate(net, MEM, "basisn", 4, batch=3, basis=BASIS)
+    assert bas["bytes_moved"] == pytest.approx(240 / 3) and bas["memory_source"] == "dram"
+    assert bas["energy_memory_j"] == pytest.approx(240 * 10.0 / 3)
+    assert bas["cycles_per_batch"] == 960
+    dig = evaluate(net, MEM, "digital", 4, batch=3)
+    assert dig["energy_memory_j"] == pytest.approx(200 * 10.0 / 3)
+    assert dig["cycles_per_batch"] == 800  # 200 / 0.25 > ceil(3·400/16) = 75
+    assert evaluate(net, MEM, "ideal", 4, batch=3)["energy_memory_j"] == 0
+    # with a large SRAM everything is read from it instead
+    big = evaluate(net, MEM.replace(sram_bytes=1 << 20), "basisn", 4, batch=3, basis=BASIS)
+    assert big["memory_source"] == "sram" and big["energy_memory_j"] == pytest.approx(240 * 1.0 / 3)
+
+
+def test_storage_of_one_conv_by_hand():
+    from basisn.hardware.cost import storage
+
+    row = storage(one_conv(), MEM, BASIS)
+    assert (row["dense_weight_bytes"], row["coef_bytes"], row["basis_bytes"]) == (108, 128, 8 * 16 * 4 / 8)
+    assert row["compression_ratio"] == pytest.approx(108 / (128 + 64))
+    assert row["dense_fits_sram"] and not row["coef_fits_sram"]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("net", [one_conv, one_linear, two_layer])
+def test_memory_traffic_only_adds_cost(scheme, net):
+    shapes = net()
+    off = evaluate(shapes, SMALL, scheme, 4, batch=2, basis=BASIS)
+    on = evaluate(shapes, MEM, scheme, 4, batch=2, basis=BASIS)
+    assert on["cycles"] >= off["cycles"] and on["energy_j"] >= off["energy_j"]
+    assert on["energy_j"] == pytest.approx(off["energy_j"] + on["energy_memory_j"])
+    assert on["bytes_moved"] == off["bytes_moved"]
+    layers = on.layers  # the per-layer table adds up to the totals with the transfer bound too
+    assert layers["cycles"].sum() == pytest.approx(on["cycles"])
+    assert layers["energy_memory_j"].sum() == pytest.approx(on["energy_memory_j"])
+    assert layers["bytes_moved"].sum() == pytest.approx(on["bytes_moved"])
+
+
+@pytest.mark.parametrize(
+    ("changes", "pattern"),
+    [
+        ({"memory": "yes"}, r"memory='yes' is not allowed; use true or false"),
+        ({"sram_bytes": -1}, r"sram_bytes=-1 is not allowed; use an integer >= 0"),
+        ({"dram_bandwidth": 0.0}, r"dram_bandwidth=0.0 is not allowed; use a finite bandwidth"),
+        ({"e_sram_byte": -1.0}, r"e_sram_byte=-1.0 is not allowed"),
+    ],
+)
+def test_invalid_memory_fields_are_named(changes, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        preset("default").replace(**changes)
+
+
+@PROPERTY
+@given(
+    net_strategy,
+    config_strategy,
+    st.integers(1, 3),
+    st.sampled_from([0, 64, 1 << 20]),
+    st.sampled_from([0.05e8, 0.5e8, 10e8]),
+)
+def test_memory_traffic_properties(net, cfg, batch, sram_bytes, bandwidth):
+    """With memory traffic on, the orderings still hold, and it never makes a scheme cheaper."""
+    on = cfg.replace(memory=True, sram_bytes=sram_bytes, sram_bandwidth=bandwidth, dram_bandwidth=bandwidth / 4)
+    tiles = total_tiles(net, cfg)
+    ideal = evaluate(net, on, "ideal", 1, batch)
+    previous = {"reprogram": math.inf, "reprogram_best": math.inf, "digital": math.inf}
+    for n in sorted({*range(1, 24), tiles - 1, tiles, tiles + 1} - {0}):
+        for scheme in previous:
+            result = evaluate(net, on, scheme, n, batch)
+            assert result["cycles"] <= previous[scheme]  # never more cycles with more crossbars
+            assert result["cycles"] >= evaluate(net, cfg, scheme, n, batch)["cycles"]
+            assert result["energy_memory_j"] >= 0
+            previous[scheme] = result["cycles"]
+        assert ideal["cycles"] <= evaluate(net, on, "reprogram", n, batch)["cycles"]
+    m = min(cfg.rows, 16)
+    dense = evaluate(net, on, "basisn", 8, batch, BasisSpec(4, m, 1))
+    grouped = evaluate(net, on, "basisn", 8, batch, BasisSpec(4, m, 2))
+    assert grouped["bytes_moved"] < dense["bytes_moved"]  # group-sparse moves fewer bytes, index included
+    assert grouped["energy_memory_j"] <= dense["energy_memory_j"]  # fewer bytes, from the same or a cheaper place

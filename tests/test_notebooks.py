@@ -119,7 +119,31 @@ NOTEBOOKS: dict[str, dict] = {
     },
     "energy": {
         "figures": ["energy_breakdown"],
-        "tables": {"energy_breakdown": ["network", "n_crossbars", "scheme", "term", "energy_j", "share"]},
+        "tables": {
+            "energy_breakdown": ["network", "n_crossbars", "scheme", "term", "energy_j", "share"],
+            "energy_breakdown_memory": ["network", "n_crossbars", "scheme", "source", "term", "energy_j", "share"],
+            "memory_headline": [
+                "network",
+                "n_crossbars",
+                "memory",
+                "cycles_vs_reprogram",
+                "edp_vs_reprogram",
+                "edp_vs_digital",
+                "dominant_reprogram",
+                "dominant_basisn",
+                "dominant_digital",
+            ],
+            "storage": [
+                "network",
+                "groups",
+                "dense_weight_bytes",
+                "coef_bytes",
+                "basis_bytes",
+                "compression_ratio",
+                "dense_fits_sram",
+                "coef_fits_sram",
+            ],
+        },
     },
     "sensitivity": {
         "figures": ["sensitivity_accuracy", "sensitivity_hardware"],
@@ -326,7 +350,7 @@ def test_energy_rows(executed, hw):
     energy = table(executed, "energy", "energy_breakdown")
     schemes, terms = (
         {"ideal", "reprogram", "basisn", "digital"},
-        {"xbar", "adc", "shift_add", "coef_mac", "mac", "write"},
+        {"xbar", "adc", "shift_add", "coef_mac", "mac", "write", "memory"},
     )
     assert len(energy) == len(hw["networks"]) * len(schemes) * len(terms)
     assert set(energy["scheme"]) == schemes and set(energy["term"]) == terms
@@ -341,6 +365,27 @@ def test_energy_rows(executed, hw):
     sums = energy.groupby(["network", "scheme"])["energy_j"].sum()
     assert sums.to_numpy() == pytest.approx(totals.loc[sums.index].to_numpy())
     assert (energy.loc[energy["scheme"] != "reprogram"].query("term == 'write'")["energy_j"] == 0).all()
+    assert (energy.query("term == 'memory'")["energy_j"] == 0).all(), "memory traffic is off in summary.csv"
+    # memory on: ideal moves nothing; reprogram and digital read the same dense weights from the same place
+    memory = (
+        table(executed, "energy", "energy_breakdown_memory").query("term == 'memory'").set_index(["network", "scheme"])
+    )
+    assert (memory.xs("ideal", level="scheme")["energy_j"] == 0).all()
+    reprogram = memory.xs("reprogram", level="scheme")["energy_j"]
+    digital = memory.xs("digital", level="scheme")["energy_j"]
+    assert (reprogram > 0).any(), "the paper's networks do not fit: their weights move every batch"
+    fitting = reprogram == 0  # everything fits (written once): nothing moves
+    assert reprogram[~fitting].to_numpy() == pytest.approx(digital[~fitting].to_numpy())
+    headline = table(executed, "energy", "memory_headline")
+    assert set(headline["memory"]) == {True, False}
+    assert len(headline) == 2 * len(hw["networks"]) * len(hw["params"]["report_crossbars"])
+    storage = table(executed, "energy", "storage")
+    assert (storage["dense_weight_bytes"] > 0).all()
+    assert (
+        storage["compression_ratio"]
+        == storage["dense_weight_bytes"]
+        / (storage["coef_bytes"] + storage["basis_bytes"] + storage["kept_dense_bytes"])
+    ).all()
 
 
 def test_sensitivity_rows(executed, hw):

@@ -1,4 +1,4 @@
-"""Hardware evaluation of BasisN: the crossbar cost model (DESIGN.md 2) and its presets.
+"""Hardware evaluation of BasisN: the crossbar cost model (docs/method.md §2) and its presets.
 
 Public API (docs/hardware.md): ``HardwareConfig``, ``BasisSpec``, ``PRESETS``, ``preset``; ``layer_shapes``,
 ``LayerShape``, ``NetworkShapes``, ``save_shapes``, ``load_shapes``; ``evaluate``, ``evaluate_all``, ``sweep``,

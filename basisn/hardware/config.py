@@ -1,4 +1,4 @@
-"""The hardware description of the cost model (DESIGN.md 2.1) and its named presets.
+"""The hardware description of the cost model (docs/method.md §2.1) and its named presets.
 
 Every constant cites its source next to its value; `docs/hardware.md` repeats them in one table. Units are SI
 (seconds, joules). Where a value is uncertain we take the one that favours the reprogramming baseline (cheap and
@@ -22,7 +22,12 @@ Sources (full references in docs/hardware.md):
   (single-cell programming: pulse_width=1e-7 s, iteration_limit=10). Both limits are maxima, not means.
 - NeuroSim V2.1: github.com/neurosim/DNN_NeuroSim_V2.1, Training_pytorch/NeuroSIM/Param.cpp (writeVoltage = 4 V,
   writePulseWidth = 50 ns, readPulseWidth = 10 ns, resistanceOn = 100 kOhm, resistanceOff = 1 MOhm).
-- DESIGN.md 2.4: the prototype of these formulas (not a measurement; kept as a preset to check our numbers).
+- docs/method.md §2.4: the prototype of these formulas (not a measurement; kept as a preset to check our numbers).
+- Horowitz ISSCC 2014, Fig. 1.1.9 again for memory (45 nm, one 64-bit read): 8 KB SRAM 10 pJ, 32 KB SRAM 20 pJ,
+  1 MB SRAM 100 pJ, DRAM 1.3-2.6 nJ.
+- JEDEC JESD79-4 (DDR4 SDRAM): DDR4-3200 moves 3200 MT/s x 64 bits = 25.6 GB/s per channel.
+- ISAAC Table I also gives each tile a 64 KB eDRAM buffer on a 256-bit bus; the rate of that bus is our
+  assumption (one word per ns).
 """
 
 from __future__ import annotations
@@ -44,10 +49,22 @@ INT_LIMITS = {
     "verify_iters": 1_000_000,
     "digital_lanes": 1 << 20,
 }
+MEMORY_INT_LIMITS = {"sram_bytes": 1 << 40}  # 0 allowed: no on-chip buffer, everything from DRAM
 INT_FIELDS = tuple(INT_LIMITS)
 OPTIONAL_INT_LIMITS = {"write_cols": 1 << 16, "write_crossbars": 1 << 24}  # None: no limit (today's schedule)
 TIME_FIELDS = ("t_cycle", "t_write_iter")
-ENERGY_FIELDS = ("e_xbar_step", "e_adc", "e_shift_add", "e_coef_mac", "e_add", "e_shift", "e_write_iter")
+ENERGY_FIELDS = (
+    "e_xbar_step",
+    "e_adc",
+    "e_shift_add",
+    "e_coef_mac",
+    "e_add",
+    "e_shift",
+    "e_write_iter",
+    "e_sram_byte",
+    "e_dram_byte",
+)
+BANDWIDTH_FIELDS = ("sram_bandwidth", "dram_bandwidth")  # bytes per second
 MAX_CROSSBARS = 1 << 24  # n_crossbars accepted by the cost model (16.7 million crossbars)
 MAX_BATCH = 1 << 24  # images per batch accepted by the cost model
 MAX_WRITE_ITER_CYCLES = 1_000_000_000  # t_write_iter / t_cycle
@@ -55,7 +72,7 @@ MAX_WRITE_ITER_CYCLES = 1_000_000_000  # t_write_iter / t_cycle
 
 @dataclass(frozen=True)
 class HardwareConfig:
-    """One crossbar accelerator (DESIGN.md 2.1). Defaults are the `default` preset; see PRESETS for others.
+    """One crossbar accelerator (docs/method.md §2.1). Defaults are the `default` preset; see PRESETS for others.
 
     Construction validates every field: a bad value raises ValueError naming the field, the value and what is
     allowed. Use `replace(**changes)` for a modified copy (validated again).
@@ -65,13 +82,15 @@ class HardwareConfig:
     rows: int = 128  # R: crossbar rows. ISAAC Table I: 128x128 arrays.
     cols: int = 128  # C: crossbar columns. ISAAC Table I.
     cell_bits: int = 2  # bits per RRAM cell. ISAAC Table I / section VIII-A: 2 bits per cell.
-    weight_bits: int = 8  # weight precision held by the cells (8-bit networks; ISAAC used 16). DESIGN.md 1.1/2.4.
-    input_bits: int = 8  # activation precision fed to the rows. DESIGN.md 2.4 prototype (T_in = 8).
+    weight_bits: int = (
+        8  # weight precision held by the cells (8-bit networks; ISAAC used 16). docs/method.md §1.1/§2.4.
+    )
+    input_bits: int = 8  # activation precision fed to the rows. docs/method.md §2.4 prototype (T_in = 8).
     dac_bits: int = 1  # bits per input step (bit-serial inputs). ISAAC Table I: 1-bit DACs.
     # --- timing -----------------------------------------------------------------------------------------------
     t_cycle: float = 100e-9  # one input step through one crossbar incl. ADC of its columns. ISAAC section IV: 100 ns.
     verify_iters: int = 10  # N_wv write+verify iterations per cell. Uncertain (no device paper adopted): half the
-    # DESIGN.md 2.4 prototype's 20, which favours the baseline; swept 1..100 in hw-eval.
+    # docs/method.md §2.4 prototype's 20, which favours the baseline; swept 1..100 in hw-eval.
     t_write_iter: float = 180e-9  # one write pulse + one verify read: NeuroSim RealDevice write pulse 80 ns
     # + a verify read through the column ADC = one ISAAC crossbar read (100 ns).
     write_cols: int | None = None  # cells of a row written in parallel per crossbar; None: the whole row at once
@@ -99,6 +118,17 @@ class HardwareConfig:
     # more than a fixed wire shift would).
     e_write_iter: float = 1.68e-12  # one cell, one write+verify iteration: V^2·G·t of the NeuroSim RealDevice
     # pulse, 2 V, mid-range G = 5.24 uS, 80 ns; verify and driver energy not charged (favours the baseline).
+    # --- memory: where weights and coefficients live, what moving them costs (docs/hardware.md section 2) ------
+    memory: bool = False  # charge memory traffic (energy, and cycles bound by transfer)? False: the model before
+    # issue 16, every number of the other tables; hw-eval reports the headline ratios both ways (memory.csv).
+    sram_bytes: int = 4 * 2**20  # on-chip buffer capacity, 4 MiB. Our assumption (no chip adopted); swept in hw-eval.
+    e_sram_byte: float = 12.5e-12  # one byte read from the buffer. Horowitz ISSCC 2014, 45 nm: 1 MB SRAM 100 pJ per
+    # 64-bit word / 8 (a 4 MiB buffer costs more per read: favours the scheme that reads more, the baseline).
+    e_dram_byte: float = 162.5e-12  # one byte from DRAM. Horowitz ISSCC 2014: DRAM 1.3-2.6 nJ per 64-bit word; the
+    # low end / 8 (favours the baseline, which moves more bytes).
+    sram_bandwidth: float = 32e9  # B/s. ISAAC Table I: a 256-bit eDRAM bus per tile; one word per ns is our
+    # assumption -> 32 GB/s for the whole chip (one bus: favours no scheme, every scheme reads through it).
+    dram_bandwidth: float = 25.6e9  # B/s: one DDR4-3200 channel, JEDEC JESD79-4 (3200 MT/s x 8 bytes).
 
     def __post_init__(self) -> None:
         for name, high in INT_LIMITS.items():
@@ -107,6 +137,13 @@ class HardwareConfig:
             value = getattr(self, name)
             if value is not None:
                 check_int(name, value, high=high, none="; or null for no limit")
+        if not isinstance(self.memory, bool):
+            raise ValueError(f"memory={self.memory!r} is not allowed; use true or false")
+        check_int("sram_bytes", self.sram_bytes, low=0, high=MEMORY_INT_LIMITS["sram_bytes"])
+        for name in BANDWIDTH_FIELDS:
+            value = getattr(self, name)
+            if not _is_real(value) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}={value!r} is not allowed; use a finite bandwidth in bytes per second > 0")
         for name in TIME_FIELDS:
             value = getattr(self, name)
             if not _is_real(value) or not math.isfinite(value) or value <= 0:
@@ -130,7 +167,7 @@ class HardwareConfig:
                 "columns (2 x ceil(weight_bits/cell_bits)), use cols >= that"
             )
 
-    # --- derived quantities (DESIGN.md 2.1) ---------------------------------------------------------------------
+    # --- derived quantities (docs/method.md §2.1) ---------------------------------------------------------------------
     @property
     def slices(self) -> int:
         """Cells per weight magnitude: ceil(weight_bits / cell_bits)."""
@@ -174,8 +211,14 @@ class HardwareConfig:
 
     @property
     def e_step(self) -> float:
-        """Energy of one crossbar step: e_xbar_step + C·e_adc + C·e_shift_add (DESIGN.md 2.3)."""
+        """Energy of one crossbar step: e_xbar_step + C·e_adc + C·e_shift_add (docs/method.md §2.3)."""
         return self.e_xbar_step + self.cols * (self.e_adc + self.e_shift_add)
+
+    def memory_source(self, stored_bytes: float) -> tuple[str, float, float]:
+        """(where, joules per byte, bytes per t_cycle) of data of `stored_bytes`: the SRAM when it fits, else DRAM."""
+        if stored_bytes <= self.sram_bytes:
+            return "sram", self.e_sram_byte, self.sram_bandwidth * self.t_cycle
+        return "dram", self.e_dram_byte, self.dram_bandwidth * self.t_cycle
 
     def replace(self, **changes: Any) -> HardwareConfig:
         """A validated copy with some fields changed; unknown field names raise ValueError."""
@@ -212,8 +255,8 @@ PRESET_CHANGES: dict[str, dict[str, Any]] = {
     # NeuroSim read pulse (5 ns): 15 ns, i.e. one t_cycle per iteration. Fewer iterations (5, our assumption).
     # Energy: 2 V^2 x mid-range G 2.55 uS x 10 ns = 0.10 pJ. Everything makes writing cheaper: favours the baseline.
     "fast_write": {"t_write_iter": 15e-9, "verify_iters": 5, "e_write_iter": 0.10e-12},
-    # The prototype of DESIGN.md 2.4 (1 us per write+verify iteration, N_wv = 20): kept to check our numbers
-    # against it (BasisN/reprogram about 4.5% for ResNet-18 at N = 64, about 1.1% with G = 4). Not a device.
+    # The prototype of docs/method.md §2.4 (1 us per write+verify iteration, N_wv = 20): kept to check our formulas
+    # against its worked numbers (docs/hardware.md compares them with this preset's hw-eval rows). Not a device.
     "design_prototype": {"t_write_iter": 1e-6, "verify_iters": 20},
     # NeuRRAM's array programming (wupdate_control.py `program_array`): 1 us pulses, iteration_limit=20 used here as
     # the mean (it is a maximum: costs the baseline more; swept as `verify_iters_share`). The verify read is not
@@ -253,14 +296,14 @@ BASIS_KEYS = ("n_basis", "segment_len", "groups", "coef_bits", "coef_quant")
 
 @dataclass(frozen=True)
 class BasisSpec:
-    """The basis of a BasisN mapping (DESIGN.md 1.1): n vectors of length m, split into G groups.
+    """The basis of a BasisN mapping (docs/method.md §1.1): n vectors of length m, split into G groups.
 
     `coef_bits` / `coef_quant` describe the coefficient quantizer; they set the energy of one coefficient MAC
     (HardwareConfig.mac_energy: a pow2 coefficient is a shift and an add). coef_bits None: charged as 8 bits.
     """
 
-    n_basis: int = 64  # n: DESIGN.md 1.1 default
-    segment_len: int = 128  # m = R: DESIGN.md 1.1 default
+    n_basis: int = 64  # n: docs/method.md §1.1 default
+    segment_len: int = 128  # m = R: docs/method.md §1.1 default
     groups: int = 1  # G: 1 = dense coefficients
     coef_bits: int | None = None  # None: unknown, charged as an 8-bit multiply (the most expensive we cost)
     coef_quant: str = "uniform"  # uniform | pow2

@@ -1,11 +1,11 @@
-"""The crossbar cost model: cycles, latency, energy and EDP of every scheme of SCHEMES (DESIGN.md 2).
+"""The crossbar cost model: cycles, latency, energy and EDP of every scheme of SCHEMES (docs/method.md §2).
 
 Schemes: `ideal`, `reprogram` (today's baseline), `reprogram_pingpong` (the next round written on one half of
 the crossbars while the other computes), `reprogram_best` (the cheapest of the baseline's options, replicas on
 spare crossbars when everything fits), `basisn`, and `digital` (the BasisN unit's MAC lanes running the dense
 network without crossbars, docs/method.md §2.4).
 
-Pure NumPy from layer shapes alone, vectorised over layers. Names follow DESIGN.md 2.2-2.4: per layer l,
+Pure NumPy from layer shapes alone, vectorised over layers. Names follow docs/method.md §2.2-§2.4: per layer l,
 P_l, g_l, L_l, O_l (shapes), t_l dense tiles, s_l segments; R, C, cpw, T_in, N_wv from the HardwareConfig; N
 crossbars; B images per batch. Cycles are counted per batch and reported per inference (divided by B).
 
@@ -15,7 +15,7 @@ schedule), ping-pong halves in the steady state, and replicas of layers on spare
 `reprogram_best` takes the fastest, at the same energy. Coefficient MACs are charged by the basis's quantizer
 (`HardwareConfig.mac_energy`: a pow2 coefficient is a shift and an add).
 
-Two refinements of the DESIGN.md formulas keep the properties the issue requires; both favour the baseline or
+Two refinements of the docs/method.md formulas keep the properties the issue requires; both favour the baseline or
 are neutral, and docs/hardware.md explains them:
 - reprogram: greedy layer-order rounds of exactly N tiles are not monotone in N (a larger round can split a layer
   that a smaller one kept whole). A chip with N crossbars can leave some idle, so the schedule is the best
@@ -51,7 +51,7 @@ from basisn.hardware.shapes import NetworkShapes
 
 SCHEMES = ("ideal", "reprogram", "reprogram_pingpong", "reprogram_best", "basisn", "digital")
 BASELINE_OPTIONS = ("reprogram", "reprogram_pingpong", "reprogram_best")  # the reprogramming baseline's schedules
-ENERGY_TERMS = ("xbar", "adc", "shift_add", "coef_mac", "mac", "write")
+ENERGY_TERMS = ("xbar", "adc", "shift_add", "coef_mac", "mac", "write", "memory")
 INT_COLUMNS = (
     "n_basis segment_len groups copies xbars_per_read basis_crossbars dense_crossbars digital_bound_layers "
     "reads_bound_layers coef_bits write_cols write_crossbars round_size"
@@ -59,7 +59,7 @@ INT_COLUMNS = (
 LAYER_COLUMNS = (
     "layer name kind P g L O macs mapped tiles copies rounds segments reads digital bound compute_cycles "
     "program_cycles cycles latency_s energy_xbar_j energy_adc_j energy_shift_add_j energy_coef_mac_j energy_mac_j "
-    "energy_write_j energy_j"
+    "energy_write_j energy_memory_j energy_j bytes_moved transfer_cycles"
 ).split()
 
 
@@ -123,6 +123,8 @@ class _RoundTable:
             waves = range_max(wave_starts, np.minimum(wave_starts + w, total))
             cum = np.concatenate([[0], np.cumsum(waves)])
             prog = np.where(size_of_block <= w, range_max(start, stop), cum[_ceil_div(stop, w)] - cum[start // w])
+        cum_weights = np.concatenate([[0], np.cumsum(tiling.tile_weights)])
+        self.round_weights = cum_weights[stop] - cum_weights[start]  # weights a round must receive before writing
         cum_p = np.concatenate([[0], np.cumsum(tiling.P)])
         layer = tiling.layer_of_tile
         comp = cum_p[layer[stop - 1] + 1] - cum_p[layer[start]]
@@ -132,21 +134,35 @@ class _RoundTable:
         self.prog, self.comp, self.following = prog, comp, following
         self.prog_sum = np.bincount(owner, weights=prog, minlength=len(sizes))
         self.comp_sum = np.bincount(owner, weights=comp, minlength=len(sizes))
-        self._costs: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._costs: dict[tuple[int, int, float | None, float], tuple[np.ndarray, np.ndarray]] = {}
 
-    def costs(self, row_cycles: int, compute_cycles: int) -> tuple[np.ndarray, np.ndarray]:
+    def costs(
+        self, row_cycles: int, compute_cycles: int, bytes_per_cycle: float | None = None, bytes_per_weight: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(plain, ping-pong) cycles per batch for every size: writes cost `row_cycles` per write step, a round
-        `compute_cycles` per unit of P. Ping-pong: sum_r max(compute_r, writes of round r+1)."""
-        key = (row_cycles, compute_cycles)
+        `compute_cycles` per unit of P. Ping-pong: sum_r max(compute_r, writes of round r+1).
+
+        With `bytes_per_cycle` (memory traffic on), a round's writes overlap the arrival of its weights only up to
+        the bandwidth: its write phase is max(writes_r, transfer_r), transfer_r = ceil(bytes_r / bytes_per_cycle).
+        """
+        key = (row_cycles, compute_cycles, bytes_per_cycle, bytes_per_weight)
         if key not in self._costs:
-            plain = self.prog_sum * row_cycles + self.comp_sum * compute_cycles
-            overlap = np.maximum(self.prog[self.following] * row_cycles, self.comp * compute_cycles)
+            write = self.prog * row_cycles
+            if bytes_per_cycle is not None:
+                write = np.maximum(write, transfer_cycles(self.round_weights * bytes_per_weight, bytes_per_cycle))
+            plain = np.bincount(self.owner, weights=write, minlength=len(self.sizes)) + self.comp_sum * compute_cycles
+            overlap = np.maximum(write[self.following], self.comp * compute_cycles)
             self._costs[key] = (plain, np.bincount(self.owner, weights=overlap, minlength=len(self.sizes)))
         return self._costs[key]
 
 
+def transfer_cycles(n_bytes: Any, bytes_per_cycle: float) -> Any:
+    """ceil(bytes / bytes per t_cycle), robust to float noise (exact for whole multiples)."""
+    return np.ceil(np.round(np.asarray(n_bytes, dtype=float) / bytes_per_cycle, 9))
+
+
 class _Tiling:
-    """Dense tiles of a network in layer order (DESIGN.md 2.2): t_l = g·ceil(L/R)·ceil(O·cpw/C).
+    """Dense tiles of a network in layer order (docs/method.md §2.2): t_l = g·ceil(L/R)·ceil(O·cpw/C).
 
     Tiles of a layer are ordered group, row block, column block; a tile's rows_used is R except in the last row
     block (L - (ceil(L/R)-1)·R), its cols_used C except in the last column block. Writing a tile takes
@@ -175,7 +191,10 @@ class _Tiling:
         self.rows_used = np.concatenate(row_parts)
         self.cols_used = np.concatenate(col_parts)
         self.layer_of_tile = np.repeat(np.arange(len(self.tiles)), self.tiles)
+        self.tile_weights = self.rows_used * self.cols_used / cpw  # sums to g·L·O over a layer's tiles
         self.cells = self.g * self.L * self.O * cpw  # cells holding weights (written on every reprogramming)
+        self.weights = self.g * self.L * self.O  # weights per layer
+        self.tile_cpw = cpw
         self.macs = self.P * self.g * self.L * self.O  # per image, per layer
         self.macs_total = int(self.macs.sum())
         self._tables: dict[tuple[int | None, int | None], _RoundTable] = {}
@@ -280,8 +299,9 @@ def _energy_terms(
     write_cells: np.ndarray,
     config: HardwareConfig,
     mac_energy: np.ndarray | None = None,
+    memory_energy: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """DESIGN.md 2.3: steps·(e_xbar_step + C·e_adc + C·e_shift_add) + coefficient MACs + cells·N_wv·e_write_iter
+    """docs/method.md §2.3: steps·(e_xbar_step + C·e_adc + C·e_shift_add) + coefficient MACs + cells·N_wv·e_write_iter
     (+ the digital scheme's dense MACs). MAC terms come in joules already (their energy depends on the operand)."""
     return {
         "energy_xbar_j": steps * config.e_xbar_step,
@@ -290,6 +310,92 @@ def _energy_terms(
         "energy_coef_mac_j": coef_mac_energy,
         "energy_mac_j": np.zeros(len(steps)) if mac_energy is None else mac_energy,
         "energy_write_j": write_cells * (config.verify_iters * config.e_write_iter),
+        "energy_memory_j": np.zeros(len(steps)) if memory_energy is None else memory_energy,
+    }
+
+
+@dataclass(frozen=True)
+class MemoryTraffic:
+    """The bytes a scheme moves per batch, per layer, and from where (docs/hardware.md section 2).
+
+    `stored_bytes` is what must be kept for every inference; it sits in the SRAM when it fits
+    (`HardwareConfig.sram_bytes`), else in DRAM. With `memory` off the bytes are still reported, but cost nothing.
+    """
+
+    bytes_batch: np.ndarray  # per layer, per batch
+    stored_bytes: float
+    source: str  # "sram" | "dram" | "none"
+    energy: np.ndarray  # J per layer per inference (zeros with memory off)
+    transfer_batch: np.ndarray  # cycles per layer per batch to move the bytes (zeros with memory off)
+    bytes_per_cycle: float | None  # None with memory off
+
+
+def _traffic(config: HardwareConfig, bytes_batch: np.ndarray, stored_bytes: float, batch: int) -> MemoryTraffic:
+    bytes_batch = np.asarray(bytes_batch, dtype=float)
+    if not bytes_batch.any():
+        zeros = np.zeros(len(bytes_batch))
+        return MemoryTraffic(bytes_batch, stored_bytes, "none", zeros, zeros, None)
+    source, e_byte, bytes_per_cycle = config.memory_source(stored_bytes)
+    if not config.memory:
+        zeros = np.zeros(len(bytes_batch))
+        return MemoryTraffic(bytes_batch, stored_bytes, source, zeros, zeros, None)
+    energy = bytes_batch / batch * e_byte
+    return MemoryTraffic(
+        bytes_batch, stored_bytes, source, energy, transfer_cycles(bytes_batch, bytes_per_cycle), bytes_per_cycle
+    )
+
+
+def _traffic_totals(traffic: MemoryTraffic, batch: int) -> dict[str, Any]:
+    return {
+        "bytes_moved": float(traffic.bytes_batch.sum()) / batch,
+        "stored_bytes": traffic.stored_bytes,
+        "memory_source": traffic.source,
+        "transfer_cycles": float(traffic.transfer_batch.sum()) / batch,
+    }
+
+
+def coefficient_bytes(shapes: NetworkShapes, basis: BasisSpec, config: HardwareConfig) -> np.ndarray:
+    """Bytes of the coefficients one inference uses, per layer (0 for layers kept dense).
+
+    Per (group, output channel, segment): n/G active coefficients at coef_bits (None: 8), plus ceil(log2 G) bits of
+    group index when G > 1. Group-sparse coefficients store only the active ones.
+    """
+    tiling = _tiling(shapes, config)
+    mapped = shapes.arrays()["mapped"]
+    bits = 8 if basis.coef_bits is None else basis.coef_bits
+    index_bits = int(np.ceil(np.log2(basis.groups))) if basis.groups > 1 else 0
+    entries = tiling.g * tiling.O * _ceil_div(tiling.L, basis.segment_len)
+    return np.where(mapped, entries * (basis.group_size * bits + index_bits) / 8, 0.0)
+
+
+def dense_weight_bytes(shapes: NetworkShapes, config: HardwareConfig) -> np.ndarray:
+    """Bytes of the dense weights per layer, g·L·O·weight_bits/8."""
+    return _tiling(shapes, config).weights * (config.weight_bits / 8)
+
+
+def storage(shapes: NetworkShapes, config: HardwareConfig, basis: BasisSpec | Mapping[str, int] | None = None) -> dict:
+    """Storage of one network: dense weights vs. BasisN coefficients (+ group index) vs. the basis, and what fits.
+
+    basis_bytes: n·m weights at weight_bits (held by the crossbars after one write, listed for completeness).
+    compression_ratio: dense weight bytes / (coefficient bytes + basis bytes).
+    """
+    spec = as_basis(basis, shapes.basis)
+    dense = float(dense_weight_bytes(shapes, config).sum())
+    coef = float(coefficient_bytes(shapes, spec, config).sum())
+    basis_bytes = spec.n_basis * spec.segment_len * config.weight_bits / 8
+    mapped = shapes.arrays()["mapped"]
+    kept = float(dense_weight_bytes(shapes, config)[~mapped].sum())
+    return {
+        "network": shapes.name,
+        **spec.as_dict(),
+        "dense_weight_bytes": dense,
+        "coef_bytes": coef,
+        "basis_bytes": basis_bytes,
+        "kept_dense_bytes": kept,
+        "compression_ratio": dense / (coef + basis_bytes + kept),
+        "sram_bytes": config.sram_bytes,
+        "dense_fits_sram": dense <= config.sram_bytes,
+        "coef_fits_sram": coef <= config.sram_bytes,
     }
 
 
@@ -336,6 +442,8 @@ def _finish(
         "digital_lanes": config.digital_lanes,
         "write_cols": config.write_cols,
         "write_crossbars": config.write_crossbars,
+        "memory": config.memory,
+        "sram_bytes": config.sram_bytes,
         "n_basis": basis.n_basis if basis else None,
         "segment_len": basis.segment_len if basis else None,
         "groups": basis.groups if basis else None,
@@ -379,6 +487,7 @@ def _ideal(
     steps = tiling.P * tiling.tiles * t_in  # per inference: B·P_l·t_l·T_in / B
     zeros = np.zeros(len(steps))
     energy = _energy_terms(steps, zeros, zeros, config)
+    traffic = _traffic(config, zeros, 0.0, batch)  # written once: nothing moves per inference
     used = int((tiling.tiles * copies).sum())
     once_writes = tiling.once_writes(config.write_cols, config.write_crossbars)
     once_cycles = int(once_writes * int(copies.max())) * config.row_program_cycles  # copies written in turn
@@ -390,6 +499,8 @@ def _ideal(
         "rounds": np.ones(len(steps), dtype=np.int64),
         "compute_cycles": cycles_batch / batch,
         "program_cycles": zeros,
+        "bytes_moved": zeros,
+        "transfer_cycles": zeros,
     }
     replicated = bool((copies > 1).any())
     extra = {
@@ -401,6 +512,7 @@ def _ideal(
         "option": "replicated" if replicated else ("fits" if scheme != "ideal" else "ideal"),
         "program_once_cycles": once_cycles,
         "program_once_energy_j": once_energy,
+        **_traffic_totals(traffic, batch),
     }
     return _finish(shapes, config, scheme, n, batch, None, int(cycles_batch.sum()), energy, layer_data, extra)
 
@@ -444,7 +556,7 @@ def replica_counts(shapes: NetworkShapes, config: HardwareConfig, n_crossbars: i
 
 
 def _reprogram(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, scheme: str) -> Evaluation:
-    """N crossbars, tiles written round after round (DESIGN.md 2.2), best greedy packing on N' <= N crossbars.
+    """N crossbars, tiles written round after round (docs/method.md §2.2), best greedy packing on N' <= N crossbars.
 
     reprogram: cycles = sum_r prog_r + sum_l rounds_l·B·P_l·T_in, prog_r = (write steps of round r)·N_wv·
     ceil(t_wi/t_cycle). reprogram_pingpong: two halves of N' <= N/2 crossbars; round r+1 is written on one half
@@ -457,8 +569,10 @@ def _reprogram(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int
         copies = replica_counts(shapes, config, n, batch) if scheme == "reprogram_best" else None
         return _ideal(shapes, config, n, batch, scheme=scheme, copies=copies)
     t_in, rpc = config.input_steps, config.row_program_cycles
+    weight_bytes = dense_weight_bytes(shapes, config)
+    traffic = _traffic(config, weight_bytes, float(weight_bytes.sum()), batch)  # every weight, once per batch
     table = tiling.table(config.write_cols, config.write_crossbars, n)
-    plain, overlap = table.costs(rpc, batch * t_in)
+    plain, overlap = table.costs(rpc, batch * t_in, traffic.bytes_per_cycle, config.weight_bits / 8)
     options = []
     if scheme in ("reprogram", "reprogram_best") or n < 2:  # one crossbar has no halves: plain rounds
         fit = np.flatnonzero(table.sizes <= n)
@@ -472,12 +586,17 @@ def _reprogram(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int
         options.append((float(overlap[i]), "pingpong", int(table.sizes[i])))
     cost, option, size = min(options, key=lambda o: o[0])  # ties: plain (listed first)
     steps = tiling.P * tiling.tiles * t_in
-    energy = _energy_terms(steps, np.zeros(len(steps)), tiling.cells / batch, config)
+    energy = _energy_terms(steps, np.zeros(len(steps)), tiling.cells / batch, config, memory_energy=traffic.energy)
 
     def layer_data() -> dict[str, Any]:
         rounds = tiling.rounds(size)
         compute_batch = rounds * tiling.P * (batch * t_in)
         prog_round = tiling.round_writes(size, config.write_cols, config.write_crossbars) * rpc
+        if traffic.bytes_per_cycle is not None:  # a round's writes wait for its weights (bandwidth-bound)
+            bounds = np.minimum(np.arange(0, tiling.total + size, size), tiling.total)
+            cum = np.concatenate([[0], np.cumsum(tiling.tile_weights)])
+            round_bytes = np.diff(cum[np.unique(bounds)]) * (config.weight_bits / 8)
+            prog_round = np.maximum(prog_round, transfer_cycles(round_bytes, traffic.bytes_per_cycle))
         if option == "plain":
             exposed, written = prog_round, np.arange(len(prog_round))  # writes of round r, before it computes
         else:
@@ -497,6 +616,8 @@ def _reprogram(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int
             "rounds": rounds,
             "compute_cycles": compute_batch / batch,
             "program_cycles": program_layer / batch,
+            "bytes_moved": traffic.bytes_batch / batch,
+            "transfer_cycles": traffic.transfer_batch / batch,
         }
 
     extra = {
@@ -508,6 +629,7 @@ def _reprogram(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int
         "option": option,
         "program_once_cycles": 0,
         "program_once_energy_j": 0.0,
+        **_traffic_totals(traffic, batch),
     }
     return _finish(shapes, config, scheme, n, batch, None, int(round(cost)), energy, layer_data, extra)
 
@@ -516,13 +638,20 @@ def _digital(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int) 
     """docs/method.md §2.4 `digital`: the N·digital_lanes MAC lanes BasisN is given run the dense network, no crossbars.
 
     cycles_l = ceil(B·MACs_l / (N·digital_lanes)); energy MACs_l·mac_energy(weight_bits). Weight storage and its
-    reads are not charged (favours this baseline), nor are the crossbars' writes (there are none).
+    reads are charged only with `memory` on (every dense weight once per batch; a layer is bound by
+    max(MAC cycles, transfer cycles)); the crossbars' writes are not (there are none).
     """
     tiling = _tiling(shapes, config)
     macs = tiling.macs
-    cycles_batch = _ceil_div(batch * macs, n * config.digital_lanes)
+    weight_bytes = dense_weight_bytes(shapes, config)
+    traffic = _traffic(config, weight_bytes, float(weight_bytes.sum()), batch)
+    cycles_batch = np.maximum(_ceil_div(batch * macs, n * config.digital_lanes), traffic.transfer_batch).astype(
+        np.int64
+    )
     zeros = np.zeros(len(macs))
-    energy = _energy_terms(zeros, zeros, zeros, config, macs * config.mac_energy(config.weight_bits))
+    energy = _energy_terms(
+        zeros, zeros, zeros, config, macs * config.mac_energy(config.weight_bits), memory_energy=traffic.energy
+    )
     layer_data = {
         "cycles_batch": cycles_batch,
         "tiles": np.zeros(len(macs), dtype=np.int64),
@@ -530,6 +659,8 @@ def _digital(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int) 
         "bound": np.full(len(macs), "digital"),
         "compute_cycles": cycles_batch / batch,
         "program_cycles": zeros,
+        "bytes_moved": traffic.bytes_batch / batch,
+        "transfer_cycles": traffic.transfer_batch / batch,
     }
     extra = {
         "crossbars_used": 0,
@@ -541,6 +672,7 @@ def _digital(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int) 
         "program_once_cycles": 0,
         "program_once_energy_j": 0.0,
         "digital_cycles": float(cycles_batch.sum()) / batch,
+        **_traffic_totals(traffic, batch),
     }
     return _finish(shapes, config, "digital", n, batch, None, int(cycles_batch.sum()), energy, layer_data, extra)
 
@@ -557,7 +689,7 @@ class BasisLayout:
 
 
 def basis_layouts(basis: BasisSpec, config: HardwareConfig, available: int) -> list[BasisLayout]:
-    """The placements of the basis on `available` crossbars (DESIGN.md 2.2): dense always, grouped if G > 1.
+    """The placements of the basis on `available` crossbars (docs/method.md §2.2): dense always, grouped if G > 1.
 
     X = ceil(n·cpw/C), K = floor(N/X); grouped: X_g = ceil((n/G)·cpw/C), K_g = floor(N/(G·X_g)), if K_g >= 1.
     """
@@ -575,7 +707,7 @@ def basis_layouts(basis: BasisSpec, config: HardwareConfig, available: int) -> l
 
 
 def _basisn(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, basis: BasisSpec) -> Evaluation:
-    """The basis on N crossbars, never rewritten (DESIGN.md 2.2-2.3).
+    """The basis on N crossbars, never rewritten (docs/method.md §2.2-§2.3).
 
     s_l = B·P_l·g_l·ceil(L_l/m); reads_l = ceil(s_l/copies)·T_in; digital_l = ceil(s_l·O_l·a/(in_use·lanes));
     cycles_l = max(reads_l, digital_l). Layers kept dense (mapped=False) sit on dedicated crossbars taken from N,
@@ -599,14 +731,16 @@ def _basisn(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, b
     mac_energy = config.mac_energy(basis.coef_bits, basis.coef_quant)  # pow2: a shift and an add
     segments = batch * tiling.P * tiling.g * _ceil_div(tiling.L, basis.segment_len)
     dense_cycles = batch * tiling.P * t_in
+    coef_bytes = coefficient_bytes(shapes, basis, config)  # read once per batch; layers kept dense move nothing
+    traffic = _traffic(config, coef_bytes, float(coef_bytes.sum()), batch)
 
     def run(layout: BasisLayout) -> tuple[int, int, float, dict[str, Any]]:
         reads = _ceil_div(segments, layout.copies) * t_in
         digital = _ceil_div(segments * tiling.O * active, layout.in_use * config.digital_lanes)
-        cycles = np.where(mapped, np.maximum(reads, digital), dense_cycles)
+        cycles = np.where(mapped, np.maximum(np.maximum(reads, digital), traffic.transfer_batch), dense_cycles)
         steps = np.where(mapped, segments * layout.xbars_per_read, batch * tiling.P * tiling.tiles) * t_in / batch
         macs = np.where(mapped, segments * tiling.O * active, 0) / batch
-        energy = _energy_terms(steps, macs * mac_energy, np.zeros(len(steps)), config)
+        energy = _energy_terms(steps, macs * mac_energy, np.zeros(len(steps)), config, memory_energy=traffic.energy)
         total_energy = float(sum(v.sum() for v in energy.values()))
         data = {"reads": reads, "digital": digital, "cycles_batch": cycles, "energy": energy}
         return int(cycles.sum()), int(np.where(mapped, reads, 0).sum()), total_energy, data
@@ -615,6 +749,7 @@ def _basisn(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, b
     (total, _, _, data), layout = min(runs, key=lambda r: r[0][:3])  # fewest cycles, then reads, then energy
     reads, digital = data["reads"], data["digital"]
     bound = np.where(mapped, np.where(reads >= digital, "reads", "digital"), "dense")
+    bound = np.where(mapped & (traffic.transfer_batch > np.maximum(reads, digital)), "transfer", bound)
     layer_data = {
         "cycles_batch": data["cycles_batch"],
         "tiles": np.where(mapped, 0, tiling.tiles),
@@ -624,6 +759,8 @@ def _basisn(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, b
         "bound": bound,
         "compute_cycles": data["cycles_batch"] / batch,
         "program_cycles": np.zeros(len(reads)),
+        "bytes_moved": traffic.bytes_batch / batch,
+        "transfer_cycles": traffic.transfer_batch / batch,
     }
     dense_rows = int(tiling.write_steps(config.write_cols)[np.repeat(~mapped, tiling.tiles)].max(initial=0))
     basis_cols = min(config.cols, basis.n_basis * config.cols_per_weight)
@@ -649,6 +786,7 @@ def _basisn(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, b
         "digital_cycles": float(np.where(mapped, digital, 0).sum()) / batch,
         "digital_bound_layers": int((bound == "digital").sum()),
         "reads_bound_layers": int((bound == "reads").sum()),
+        **_traffic_totals(traffic, batch),
     }
     return _finish(
         shapes, config, "basisn", n, batch, basis, int(data["cycles_batch"].sum()), data["energy"], layer_data, extra
@@ -809,7 +947,17 @@ UNUSED_FIELDS: dict[str, dict[str, Any]] = {
     "digital": {name: getattr(_DEFAULT, name) for name in ("verify_iters", "write_cols", "write_crossbars")},
 }
 
-RATIO_KEYS = ["network", "n_crossbars", "batch", "verify_iters", "digital_lanes", "write_cols", "write_crossbars"]
+RATIO_KEYS = [
+    "network",
+    "n_crossbars",
+    "batch",
+    "verify_iters",
+    "digital_lanes",
+    "write_cols",
+    "write_crossbars",
+    "memory",
+    "sram_bytes",
+]
 RATIO_METRICS = {
     "cycles": "cycles_ratio",
     "latency_s": "latency_ratio",
@@ -857,7 +1005,7 @@ def ratios(
 
 
 def floor_cycles(shapes: NetworkShapes, config: HardwareConfig, n_crossbars: int, batch: int = 1) -> float:
-    """DESIGN.md 2.4 floor(N): ceil(B·MACs·cpw/(N·R·C))·T_in per batch, per inference."""
+    """docs/method.md §2.4 floor(N): ceil(B·MACs·cpw/(N·R·C))·T_in per batch, per inference."""
     check_int("n_crossbars", n_crossbars, high=MAX_CROSSBARS)
     check_int("batch", batch, high=MAX_BATCH)
     per_batch = _ceil_div(batch * shapes.macs * config.cols_per_weight, n_crossbars * config.rows * config.cols)
@@ -890,6 +1038,7 @@ __all__ = [
     "min_crossbars",
     "ratios",
     "replica_counts",
+    "storage",
     "sweep",
     "total_tiles",
 ]

@@ -25,18 +25,20 @@ from basisn.hardware.config import (
     BASIS_KEYS,
     FIELD_NAMES,
     MAX_AS_MEAN,
+    MEMORY_INT_LIMITS,
     PRESETS,
     BasisSpec,
     HardwareConfig,
     preset,
 )
-from basisn.hardware.cost import SCHEMES, evaluate, min_crossbars, ratios, sweep, total_tiles
+from basisn.hardware.cost import ENERGY_TERMS, SCHEMES, evaluate, min_crossbars, ratios, storage, sweep, total_tiles
 from basisn.hardware.networks import NETWORKS, PAPER_NETWORKS, PaperNetwork, paper_shapes
 from basisn.hardware.shapes import NetworkShapes, load_shapes
 
 OUTPUT_FORMAT = "basisn-hw-eval/1"
 BASIS_SWEEPS = ("n_basis", "groups")  # BasisSpec fields
-FIELD_SWEEPS = ("digital_lanes", "write_cols", "write_crossbars")  # HardwareConfig fields
+FIELD_SWEEPS = ("digital_lanes", "write_cols", "write_crossbars", "sram_bytes")  # HardwareConfig fields
+MEMORY_SWEEPS = ("sram_bytes",)  # swept with memory traffic on (they change nothing with it off)
 SWEEP_KEYS = (*BASIS_SWEEPS, "batch", "verify_iters", *FIELD_SWEEPS, "verify_iters_share")
 # Schemes of the sweep tables: what their ratios need (ideal and the ping-pong option alone are in summary.csv).
 SWEEP_SCHEMES = ("reprogram", "reprogram_best", "basisn", "digital")
@@ -58,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
         "write_cols": [1, 8, 32, 128],
         "write_crossbars": [1, 4, 16, 64],
         "verify_iters_share": [0.1, 0.25, 0.5, 1.0],
+        "sram_bytes": [262144, 1048576, 2097152, 4194304, 8388608, 16777216, 67108864],
     },
 }
 
@@ -156,6 +159,16 @@ def resolve_block(block: Any) -> tuple[dict[str, Any], HardwareConfig, BasisSpec
                     "in (0, 1] (shares of a preset's maximum iteration count)"
                 )
             continue
+        if key == "sram_bytes":
+            high = MEMORY_INT_LIMITS["sram_bytes"]
+            if not isinstance(values, list) or any(
+                isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= high for v in values
+            ):
+                raise HwParamsError(
+                    f"params: hardware.sweep.sram_bytes={values!r} is not allowed; use a list of integers in "
+                    f"[0, {high}] (buffer capacities in bytes)"
+                )
+            continue
         _positive_ints(f"sweep.{key}", values, allow_empty=True)
         for v in values if key in FIELD_SWEEPS else []:
             try:
@@ -220,7 +233,8 @@ def run(p: dict[str, Any], config: HardwareConfig, basis: BasisSpec, networks: d
             options: dict[str, Any] = {"fields": {key: values}}
         else:
             options = {key: values}
-        frame = sweep(nets, config, grid, schemes=SWEEP_SCHEMES, memo=memo, **({"batch": p["batch"]} | options))
+        cfg = config.replace(memory=True) if key in MEMORY_SWEEPS else config
+        frame = sweep(nets, cfg, grid, schemes=SWEEP_SCHEMES, memo=memo, **({"batch": p["batch"]} | options))
         sweeps.append(frame.assign(preset=p["preset"], sweep=key))
     sweep_frame = pd.concat(sweeps, ignore_index=True) if sweeps else pd.DataFrame()
     layers = []
@@ -233,6 +247,21 @@ def run(p: dict[str, Any], config: HardwareConfig, basis: BasisSpec, networks: d
                     continue
     layers_table = pd.DataFrame({key: _concat([part[key] for part in layers]) for key in layers[0]})
     shapes_table = pd.concat([s.table().assign(network=name) for name, s in nets.items()], ignore_index=True)
+    memory_frame = pd.concat(
+        [
+            sweep(nets, config.replace(memory=on), p["report_crossbars"], batch=p["batch"], memo=memo)
+            for on in (False, True)
+        ],
+        ignore_index=True,
+    ).assign(preset=p["preset"])
+    terms = [f"energy_{term}_j" for term in ENERGY_TERMS]
+    memory_frame["dominant_term"] = memory_frame[terms].idxmax(axis=1).str[len("energy_") : -len("_j")]
+    groups = sorted(g for g in {basis.groups, *p["sweep"].get("groups", [])} if basis.n_basis % g == 0)
+    storage_rows = []
+    for name, shapes in nets.items():  # a basis-mapped model has its own basis; the paper's take each G swept
+        own = networks[name].basis is not None
+        specs = [shapes.basis] if own else [BasisSpec(**(basis.as_dict() | {"groups": g})) for g in groups]
+        storage_rows += [storage(shapes, config, spec) for spec in specs]
     base = summary[summary["preset"] == p["preset"]]
     report_rows = base[base["n_crossbars"].isin(p["report_crossbars"])]
     tables = {
@@ -242,6 +271,9 @@ def run(p: dict[str, Any], config: HardwareConfig, basis: BasisSpec, networks: d
         "sweep_ratios": _sweep_ratios(sweep_frame),
         "layers": layers_table,
         "shapes": shapes_table[["network", *[c for c in shapes_table if c != "network"]]],
+        "memory": memory_frame,
+        "memory_ratios": ratios(memory_frame),
+        "storage": pd.DataFrame(storage_rows),
     }
     report_ratios = ratios(report_rows)
     info = {
@@ -354,7 +386,7 @@ def write_outputs(out: Path, result: dict) -> list[str]:
 def hw_eval_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="basisn hw-eval",
-        description="Cost model (DESIGN.md 2): cycles, latency, energy and EDP of ideal, the reprogramming "
+        description="Cost model (docs/method.md §2): cycles, latency, energy and EDP of ideal, the reprogramming "
         "baseline's schedules, basisn and the digital baseline on the paper's networks (and the pipeline's model); "
         "writes JSON + CSV (schemas in docs/hardware.md).",
     )
@@ -403,6 +435,21 @@ def hw_eval_main(argv: list[str]) -> int:
     if "cycles_ratio_digital" in report:
         print("BasisN / digital (the same MAC lanes running the dense network, no crossbars):")
         print(format_table(report, p["report_crossbars"], ("cycles_ratio_digital", "edp_ratio_digital")))
+    memory = result["tables"]["memory_ratios"]
+    on = memory[memory["memory"].astype(bool)]
+    print(
+        f"With memory traffic (SRAM {config.sram_bytes} bytes, memory.csv / memory_ratios.csv; the tables above "
+        f"{'include it' if config.memory else 'leave it out'}): BasisN / reprogram"
+    )
+    print(format_table(on, p["report_crossbars"]))
+    capacities = sorted(p["sweep"].get("sram_bytes", []))
+    if capacities:
+        fits = []
+        for row in result["tables"]["storage"].itertuples():
+            if row.groups == basis.groups or row.network not in p["networks"]:
+                smallest = next((c for c in capacities if row.coef_bytes <= c), None)
+                fits.append(f"{row.network} {row.coef_bytes / 1e6:.3g} MB -> {smallest or 'none swept'}")
+        print(f"BasisN coefficients (G={basis.groups}) and the smallest swept SRAM bytes they fit: " + "; ".join(fits))
     grouped = result["tables"]["sweep_ratios"]
     if len(grouped) and max(p["sweep"].get("groups", [1])) > 1:
         g = max(p["sweep"]["groups"])

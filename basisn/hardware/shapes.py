@@ -1,6 +1,6 @@
 """Layer shapes for the cost model, read from any PyTorch model with forward hooks on one dummy input.
 
-The cost model (DESIGN.md 2.2) needs, per weight layer l: P_l output pixels per image (1 for a Linear on a
+The cost model (docs/method.md §2.2) needs, per weight layer l: P_l output pixels per image (1 for a Linear on a
 vector), g_l groups, L_l = (C_in/g)·kh·kw rows of the unrolled weight, O_l = C_out/g outputs per group, and the
 kind. Basis-mapped layers (`basisn.layers.BasisConv2d/BasisLinear`, recognised by their class attribute
 `basis_mapped`) also give the network's basis (n, m, G). Only weight layers are costed: activations, pooling,
@@ -37,7 +37,7 @@ KINDS = ("conv", "linear")
 
 @dataclass(frozen=True)
 class LayerShape:
-    """One weight layer as the cost model sees it (DESIGN.md 2.2 notation)."""
+    """One weight layer as the cost model sees it (docs/method.md §2.2 notation)."""
 
     name: str
     kind: str  # "conv" | "linear"

@@ -1,4 +1,4 @@
-"""Functional model of analog RRAM crossbars, usable inside a PyTorch forward pass (DESIGN.md 3).
+"""Functional model of analog RRAM crossbars, usable inside a PyTorch forward pass (docs/method.md §3).
 
 `simulate(model, config, mapping, seed)` returns a copy of a trained model whose weight layers compute their
 matrix-vector products the way an RRAM crossbar accelerator would, with every non-ideality a named field of
@@ -90,8 +90,10 @@ class SimConfig:
     # --- geometry and precision (shared with basisn.hardware.config.HardwareConfig) ---------------------------
     rows: int = 128  # R crossbar rows. ISAAC (Shafiee et al., ISCA 2016) Table I: 128x128 arrays.
     cell_bits: int = 2  # bits per RRAM cell. ISAAC Table I: 2 bits per cell.
-    weight_bits: int | None = 8  # signed weight precision (2^(b-1)-1 levels per sign). DESIGN.md 1.1; None: analog
-    input_bits: int | None = 8  # activation precision. DESIGN.md 2.4 (T_in = 8); None: analog inputs (ideal DAC)
+    weight_bits: int | None = (
+        8  # signed weight precision (2^(b-1)-1 levels per sign). docs/method.md §1.1; None: analog
+    )
+    input_bits: int | None = 8  # activation precision. docs/method.md §2.4 (T_in = 8); None: analog inputs (ideal DAC)
     dac_bits: int = 1  # bits per input step (bit-serial). ISAAC Table I: 1-bit DACs.
     adc_bits: int | None = 8  # ADC resolution per column. ISAAC Table I: 8-bit ADCs; None: ideal ADC.
     adc_range: str = "calibrated"  # "calibrated": max ideal current on calibration images; "full": max possible
