@@ -59,6 +59,7 @@ from basisn.figures import (
     show,
 )
 from basisn.notebooks import at_repo_root, require
+from basisn.summary import percent
 
 at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
 require(*(f"{hardware_dir}/{name}" for name in ("hw_eval.json", "summary.csv", "ratios.csv", "sweep_ratios.csv")))
@@ -232,8 +233,7 @@ def count(frame, column):
 
 
 def span(frame, column):
-    part = frame[frame["network"].isin(paper)][column]
-    return f"{100 * part.min():.3g}% to {100 * part.max():.3g}%"
+    return percent(frame[frame["network"].isin(paper)][column])
 
 
 def digital_verdict(frame, cycles, edp):
