@@ -308,8 +308,8 @@ def test_replication_when_everything_fits_by_hand():
 # ----------------------------------------------------------------------------------------------------------------
 # Properties, against a naive implementation of docs/method.md §2.2.
 # ----------------------------------------------------------------------------------------------------------------
-def naive_reprogram(net: NetworkShapes, cfg: HardwareConfig, n: int, batch: int) -> int:
-    """Per-batch cycles: greedy layer-order rounds of exactly n tiles, written out with loops."""
+def naive_tiles(net: NetworkShapes, cfg: HardwareConfig) -> tuple[list[int], list[int]]:
+    """Every dense tile in layer order, written out with loops: its rows used and the layer that owns it."""
     rows, owner = [], []
     for i, s in enumerate(net.layers):
         for _ in range(s.g):
@@ -317,6 +317,12 @@ def naive_reprogram(net: NetworkShapes, cfg: HardwareConfig, n: int, batch: int)
                 for _ in range(math.ceil(s.O * cfg.cols_per_weight / cfg.cols)):
                     rows.append(min(cfg.rows, s.L - rb * cfg.rows))
                     owner.append(i)
+    return rows, owner
+
+
+def naive_reprogram(net: NetworkShapes, cfg: HardwareConfig, n: int, batch: int) -> int:
+    """Per-batch cycles: greedy layer-order rounds of exactly n tiles, written out with loops."""
+    rows, owner = naive_tiles(net, cfg)
     program, compute = 0, 0
     for start in range(0, len(rows), n):
         program += max(rows[start : start + n]) * cfg.row_program_cycles
@@ -328,13 +334,7 @@ def naive_reprogram(net: NetworkShapes, cfg: HardwareConfig, n: int, batch: int)
 
 def naive_pingpong(net: NetworkShapes, cfg: HardwareConfig, half: int, batch: int) -> int:
     """Per-batch steady-state cycles of rounds of `half` tiles on two halves: sum_r max(compute_r, writes_{r+1})."""
-    rows, owner = [], []
-    for i, s in enumerate(net.layers):
-        for _ in range(s.g):
-            for rb in range(math.ceil(s.L / cfg.rows)):
-                for _ in range(math.ceil(s.O * cfg.cols_per_weight / cfg.cols)):
-                    rows.append(min(cfg.rows, s.L - rb * cfg.rows))
-                    owner.append(i)
+    rows, owner = naive_tiles(net, cfg)
     starts = list(range(0, len(rows), half))
     writes = [max(rows[a : a + half]) * cfg.row_program_cycles for a in starts]
     compute = [sum(batch * net.layers[i].P * cfg.input_steps for i in sorted(set(owner[a : a + half]))) for a in starts]
