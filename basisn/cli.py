@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "finetune": ("basisn.pipeline", "finetune_main", "stage finetune: BasisN with quantization + distillation"),
     "evaluate": ("basisn.pipeline", "evaluate_main", "stage evaluate: dense vs decomposed vs BasisN accuracy"),
     "sweep": ("basisn.pipeline", "sweep_main", "stage sweep: n_basis x coef_bits"),
+    "tradeoff": ("basisn.tradeoff", "tradeoff_main", "stage tradeoff: accuracy and cost of the same models, G x bits"),
     "notebook": ("basisn.notebooks", "notebook_main", "execute a notebook (jupytext + papermill) into paper_figures"),
     "hw-eval": ("basisn.hardware.report", "hw_eval_main", "cost model: cycles, energy, EDP of every scheme"),
     "robustness": ("basisn.hardware.robustness", "robustness_main", "accuracy under analog crossbar non-idealities"),

@@ -104,6 +104,17 @@ MODELS = (
     "densenet121",
 )
 
+# the cost model's networks (basisn.hardware.networks.NETWORKS), listed here so params load without torch
+NETWORK_NAMES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "densenet121",
+    "cifar_resnet18",
+    "cifar_resnet34",
+    "cifar_densenet121",
+    "vit_b_16",
+)
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit seed
 MAX_SEGMENT_LEN = 8192  # 8 * 8192^2 bytes = 0.5 GiB for the m x m system; 100000 would need 80 GB
 # (train images, test images, classes) of the standard splits, for subset checks before any file is read
@@ -154,6 +165,7 @@ SCHEMA: dict[str, Any] = {
         "coef_scale": choice("channel", "layer"),
         "basis_bits": integer(2, 16, optional=True),
         "groups": integer(1),
+        "assignment": choice("fixed", "learned"),
         "exclude": list_of(string(), non_empty=False),
     },
     "finetune": dict(_TRAINING, kd_alpha=number(0.0, 1.0), kd_temperature=number(0.0, low_open=True)),
@@ -163,9 +175,31 @@ SCHEMA: dict[str, Any] = {
         "finetune_epochs": integer(0),
         "finetune_subset": integer(1, optional=True),
     },
+    "tradeoff": {
+        "groups": list_of(integer(1)),
+        "coef_bits": list_of(integer(2, 16)),
+        "options": Rule(  # each option's overrides: basisn.tradeoff.check_block
+            "a non-empty mapping of option name -> {decompose: ..., finetune: ...} overrides",
+            lambda v: isinstance(v, dict) and bool(v) and all(isinstance(k, str) and k for k in v),
+        ),
+        "best": string(),
+        "full": Rule(
+            "a mapping of option name -> list of G (the main configurations)",
+            lambda v: isinstance(v, dict) and all(isinstance(g, list) for g in v.values()),
+        ),
+        "finetune_epochs": integer(1),
+        "finetune_subset": integer(1, optional=True),
+        "networks": list_of(choice(*NETWORK_NAMES)),
+        "headline": {"network": string(), "crossbars": integer(1), "preset": string()},
+    },
     "hardware": ANY,
     "robustness": ANY,
 }
+
+
+def check_partial(block: str, values: Any, prefix: str) -> None:
+    """Validate `values` as a partial `block:` (a training option's overrides): known keys, valid leaves."""
+    _walk(SCHEMA[block], values, prefix, partial=True)
 
 
 def _walk(schema: dict, values: Any, prefix: str, partial: bool) -> None:
@@ -185,11 +219,12 @@ def _walk(schema: dict, values: Any, prefix: str, partial: bool) -> None:
             rule(f"{prefix}{key}", values[key])
 
 
-def _merge(base: dict, override: dict) -> dict:
+def merge(base: dict, override: dict) -> dict:
+    """`base` with `override` applied, nested mappings merged key by key (a copy; neither input changes)."""
     merged = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -207,7 +242,7 @@ def resolve(raw: dict, profile: str | None = None) -> dict:
     for name, override in profiles.items():  # every profile is checked, not just the selected one
         _walk(schema, override or {}, f"profiles.{name}.", partial=True)
     selected = select_profile(raw, profile)
-    effective = _merge(base, profiles[selected] or {})
+    effective = merge(base, profiles[selected] or {})
     effective["profile"] = selected
     _walk(SCHEMA, effective, "", partial=False)
     _check_semantics(effective)
@@ -266,12 +301,16 @@ def _check_semantics(p: dict) -> None:
         ("data.subset", p["data"]["subset"], train_size),
         ("data.test_subset", p["data"]["test_subset"], test_size),
         ("sweep.finetune_subset", p["sweep"]["finetune_subset"], train_size),
+        ("tradeoff.finetune_subset", p["tradeoff"]["finetune_subset"], train_size),
     ):
         if value is not None and not classes <= value <= size:
             raise ParamsError(
                 f"params: {key}={value} is not allowed for {dataset}; allowed: {classes} (one image per class) "
                 f"to {size} (the split's size), or null"
             )
+    from basisn.tradeoff import check_block  # the tradeoff stage's own checks live next to its grid
+
+    check_block(p)
 
 
 def check_layer_names(p: dict) -> None:
@@ -305,7 +344,7 @@ def check_subsystem_blocks(raw: dict) -> None:
         checks = [("", raw.get(block) or {})]
         for name, override in raw["profiles"].items():
             if isinstance(override, dict) and override.get(block) is not None:
-                merged = _merge({"b": raw.get(block) or {}}, {"b": override[block]})["b"]
+                merged = merge({"b": raw.get(block) or {}}, {"b": override[block]})["b"]
                 checks.append((f"profiles.{name}: ", merged))
         for where, values in checks:
             try:
@@ -328,7 +367,7 @@ def profile_block(path: str | Path, block: str, profile: str | None = None) -> A
     override = (raw["profiles"][selected] or {}).get(block)
     if override is None:
         return raw.get(block, {})
-    return _merge({"b": raw.get(block) or {}}, {"b": override})["b"]
+    return merge({"b": raw.get(block) or {}}, {"b": override})["b"]
 
 
 def load(path: str | Path = "params.yaml", profile: str | None = None) -> dict:

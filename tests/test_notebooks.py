@@ -159,6 +159,30 @@ NOTEBOOKS: dict[str, dict] = {
             "sensitivity_hardware": ["sweep", "value", "network", "n_crossbars", "cycles_ratio", "edp_ratio"],
         },
     },
+    "tradeoff": {
+        "figures": ["headline_tradeoff"],
+        "tables": {
+            "headline_tradeoff": [
+                "key",
+                "groups",
+                "coef_bits",
+                "option",
+                "schedule",
+                "accuracy",
+                "dense_accuracy",
+                "accuracy_loss_pp",
+                "cycles_vs_best",
+                "edp_vs_best",
+                "cycles_vs_reprogram",
+                "edp_vs_reprogram",
+                "cycles_vs_ideal",
+                "edp_vs_ideal",
+                "meets_both",
+                "pareto_edp",
+                "pareto_cycles",
+            ],
+        },
+    },
     "learned_basis": {
         "figures": ["learned_basis_vectors", "learned_basis_coefficients"],
         "tables": {
@@ -344,6 +368,39 @@ def test_headline_rows(executed, hw):
     presets = table(executed, "headline", "headline_presets")
     assert set(presets["preset"]) == {hw["preset"], *hw["params"]["compare_presets"]}
     assert len(presets) == networks * report * (1 + len(hw["params"]["compare_presets"]))
+
+
+def test_tradeoff_rows_are_the_trained_configurations_priced_by_the_cost_model(executed):
+    from basisn.hardware import PRESETS, BasisSpec, NetworkShapes, evaluate
+    from basisn.hardware.report import paper_shapes
+
+    stage = json.loads((FIXTURES / "pipeline" / "tradeoff" / "params.json").read_text())
+    results = pd.read_csv(FIXTURES / "pipeline" / "tradeoff" / "results.csv")
+    point = stage["tradeoff"]["headline"]
+    frame = table(executed, "tradeoff", "headline_tradeoff")
+    assert sorted(frame["key"]) == sorted(results["key"]), "one row per trained configuration"
+    merged = frame.merge(results[["key", "accuracy"]], on="key", suffixes=("", "_stage"))
+    assert merged["accuracy"].to_numpy() == pytest.approx(merged["accuracy_stage"].to_numpy())
+    shapes = paper_shapes(point["network"])
+    config = PRESETS[point["preset"]]
+    for row in merged.itertuples():
+        spec = BasisSpec(int(row.n_basis), int(row.segment_len), int(row.groups), int(row.coef_bits), row.coef_quant)
+        ours = evaluate(NetworkShapes(shapes.name, shapes.input_size, shapes.layers, spec), config, "basisn",
+                        point["crossbars"], 1).totals  # fmt: skip
+        for scheme, column in (("reprogram_best", "best"), ("reprogram", "reprogram"), ("ideal", "ideal")):
+            theirs = evaluate(shapes, config, scheme, point["crossbars"], 1).totals
+            assert getattr(row, f"cycles_vs_{column}") == pytest.approx(ours["cycles"] / theirs["cycles"])
+            assert getattr(row, f"edp_vs_{column}") == pytest.approx(ours["edp_js"] / theirs["edp_js"])
+    loss = frame["accuracy_loss_pp"]
+    assert (
+        frame["meets_both"] == ((loss <= 1) & (frame["edp_vs_best"] < 0.01) & (frame["cycles_vs_best"] < 0.01))
+    ).all()
+    for front, cost in (("pareto_edp", "edp_vs_best"), ("pareto_cycles", "cycles_vs_best")):
+        assert frame[front].any()
+        for row in frame[frame[front]].itertuples():  # nothing beats a Pareto point on both axes
+            better = (loss <= row.accuracy_loss_pp) & (frame[cost] <= getattr(row, cost))
+            strictly = (loss < row.accuracy_loss_pp) | (frame[cost] < getattr(row, cost))
+            assert not (better & strictly).any()
 
 
 def test_energy_rows(executed, hw):

@@ -152,6 +152,37 @@ def test_killed_training_resumes_to_the_same_metrics(tmp_path):
     assert _train_metrics(interrupted) == _train_metrics(reference)
 
 
+def _tradeoff_results(repo: Path) -> list[dict]:
+    import pandas as pd
+
+    frame = pd.read_csv(repo / "outputs/tradeoff/results.csv").drop(columns=["train_seconds"])
+    return frame.to_dict(orient="records")
+
+
+def test_killed_tradeoff_stage_resumes_to_the_same_results(tmp_path):
+    """Killed after its first finished configuration, the stage resumes from its records to the same table."""
+    reference, interrupted = (repository_copy(tmp_path / name) for name in ("reference", "interrupted"))
+    tradeoff = [str(BIN / "basisn"), "tradeoff", "--profile", "smoke"]
+    for repo in (reference, interrupted):
+        run([str(BIN / "basisn"), "train", "--profile", "smoke"], repo)
+    run(tradeoff, reference)
+    process = subprocess.Popen(
+        tradeoff, cwd=interrupted, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 600
+    while not list((interrupted / "checkpoints").glob("tradeoff-*/*/row.json")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (interrupted / "outputs/tradeoff").exists(), "nothing is written before the stage has finished"
+    finished = {p.parent.name for p in (interrupted / "checkpoints").glob("tradeoff-*/*/row.json")}
+    rerun = run(tradeoff, interrupted)
+    assert _tradeoff_results(interrupted) == _tradeoff_results(reference)
+    assert finished and rerun.stdout.count("finished by an earlier run") >= len(finished)
+
+
 def test_two_process_ddp_training_through_the_cli(tmp_path):
     repo = repository_copy(tmp_path)
     command = [

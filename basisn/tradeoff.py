@@ -1,0 +1,316 @@
+"""`tradeoff` stage: accuracy AND cost of the same trained models, so the headline rests on one configuration.
+
+The paper's claim has two halves that must hold together: cycles and EDP below 1% of reprogramming, and negligible
+accuracy loss. The cost model reaches the first half only with group-sparse coefficients (G > 1), so accuracy must
+be measured on exactly those models. For every G in `tradeoff.groups` x coef_bits in `tradeoff.coef_bits` x
+training option in `tradeoff.options` (named overrides of the `decompose:` and `finetune:` blocks,
+docs/method.md §1.3) this stage
+
+1. decomposes the dense baseline with that configuration (the params' n_basis and segment_len),
+2. fine-tunes it: briefly (`tradeoff.finetune_epochs` epochs on a fixed class-balanced subset of
+   `tradeoff.finetune_subset` train images: a trend, not a converged number), and, for the main configurations
+   (`tradeoff.full`: option -> the G it is run at; the best option and the fixed-mask reference), also with the
+   full `finetune:` schedule on every train image,
+3. scores it on the test set, and
+4. prices exactly that configuration (n, m, G, coef_bits, coef_quant) with the cost model: the trained model's
+   own layers and the paper's networks of `tradeoff.networks`, at `hardware.report_crossbars`, under
+   `hardware.preset` and every `hardware.compare_presets` preset.
+
+Outputs (docs/figures.md): results.csv (one row per trained configuration), costs.csv (one row per configuration
+x network x N x preset: BasisN / reprogram, / the best reprogramming schedule, / ideal), params.json.
+`tradeoff.best` names the option the README's answer is about (the notebook reads it from params.json).
+Each finished configuration is kept under checkpoints/tradeoff-<hash>/ (and a full fine-tune checkpoints every
+epoch), so a killed stage resumes where it stopped; the output directory is replaced only at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from basisn import params as params_module
+from basisn.atomic import atomic_directory, atomic_write_json
+
+SCHEMES_PRICED = ("ideal", "reprogram", "reprogram_best", "basisn")
+RATIO_BASELINES = {"reprogram_best": "best", "ideal": "ideal"}  # besides plain reprogram (no suffix)
+MODEL_NETWORK = "pipeline_model"  # the network name of the trained model's own layers in costs.csv
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The grid.
+# --------------------------------------------------------------------------------------------------------------
+def configurations(p: dict) -> list[dict]:
+    """Every (G, coef_bits, option, fine-tune) the stage trains, with its effective decompose/finetune blocks.
+
+    `short` rows for the whole grid, then `full` rows for the main configurations. Rows whose effective settings
+    are identical (an option that only changes the group assignment, at G = 1) share one training: the later ones
+    name the first in `same_as`.
+    """
+    t = p["tradeoff"]
+    rows: list[dict] = []
+    grid = [(g, b, name, "short") for g in t["groups"] for b in t["coef_bits"] for name in t["options"]]
+    grid += [(g, p["decompose"]["coef_bits"], name, "full") for name, groups in t["full"].items() for g in groups]
+    seen: dict[str, str] = {}
+    for groups, coef_bits, option, schedule in grid:
+        overrides = t["options"][option] or {}
+        decompose = params_module.merge(p["decompose"], overrides.get("decompose") or {})
+        decompose.update(groups=groups, coef_bits=coef_bits)
+        if groups == 1 and "assignment" in decompose:  # one group: nothing to assign
+            decompose["assignment"] = "fixed"
+        finetune = params_module.merge(p["finetune"], overrides.get("finetune") or {})
+        if schedule == "short":
+            epochs = t["finetune_epochs"]
+            finetune.update(epochs=epochs, warmup_epochs=min(finetune["warmup_epochs"], epochs))
+        subset = t["finetune_subset"] if schedule == "short" else p["data"]["subset"]
+        key = f"G{groups}-b{coef_bits}-{option}-{schedule}"
+        fingerprint = params_module.fingerprint(
+            p["data"], subset, p["model"], p["train"], p["seed"], decompose, finetune
+        )
+        rows.append(
+            dict(
+                key=key,
+                groups=groups,
+                coef_bits=coef_bits,
+                option=option,
+                schedule=schedule,
+                train_images_subset=subset,
+                decompose=decompose,
+                finetune=finetune,
+                fingerprint=fingerprint,
+                same_as=seen.get(fingerprint),
+            )
+        )
+        seen.setdefault(fingerprint, key)
+    return rows
+
+
+def check_block(p: dict) -> None:
+    """Semantic checks of `tradeoff:` that involve other blocks (each leaf is validated by params.SCHEMA)."""
+    t = p["tradeoff"]
+    n_basis = p["decompose"]["n_basis"]
+    lists = [("tradeoff.groups", t["groups"])] + [(f"tradeoff.full.{name}", gs) for name, gs in t["full"].items()]
+    for key, groups in lists:
+        for g in groups:
+            if isinstance(g, bool) or not isinstance(g, int) or g < 1 or n_basis % g:
+                raise params_module.ParamsError(
+                    f"params: {key} contains {g!r}, which does not divide decompose.n_basis={n_basis}; "
+                    "allowed: divisors of n_basis"
+                )
+    for name in t["full"]:
+        if name not in t["options"]:
+            raise params_module.ParamsError(
+                f"params: tradeoff.full.{name} names no option of tradeoff.options; allowed: {', '.join(t['options'])}"
+            )
+    headline = t["headline"]["network"]
+    if headline not in (*t["networks"], MODEL_NETWORK):
+        raise params_module.ParamsError(
+            f"params: tradeoff.headline.network={headline!r} is not priced; allowed: "
+            f"{', '.join((*t['networks'], MODEL_NETWORK))}"
+        )
+    if t["best"] not in t["options"]:
+        raise params_module.ParamsError(
+            f"params: tradeoff.best={t['best']!r} is not one of tradeoff.options; allowed: {', '.join(t['options'])}"
+        )
+    for name, overrides in t["options"].items():
+        where = f"tradeoff.options.{name}"
+        if overrides is None:
+            continue
+        if not isinstance(overrides, dict):
+            raise params_module.ParamsError(
+                f"params: {where}={overrides!r} is not allowed; use a mapping with decompose: and/or finetune:"
+            )
+        for block in overrides:
+            if block not in ("decompose", "finetune"):
+                raise params_module.ParamsError(
+                    f"params: unknown key {where}.{block}; allowed keys here: decompose, finetune"
+                )
+            if block == "decompose" and {"groups", "coef_bits"} & set(overrides[block] or {}):
+                raise params_module.ParamsError(
+                    f"params: {where}.decompose sets groups/coef_bits, which tradeoff.groups/coef_bits sweep; "
+                    "allowed: the other decompose keys"
+                )
+            params_module.check_partial(block, overrides[block] or {}, f"{where}.{block}.")
+        merged = params_module.merge(p["finetune"], overrides.get("finetune") or {})
+        if merged["warmup_epochs"] > merged["epochs"]:
+            raise params_module.ParamsError(
+                f"params: {where}.finetune: warmup_epochs={merged['warmup_epochs']} exceeds epochs={merged['epochs']}; "
+                f"allowed: 0..{merged['epochs']} (the short fine-tune clamps the warm-up to its own length)"
+            )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Cost of one configuration.
+# --------------------------------------------------------------------------------------------------------------
+def configuration_costs(
+    spec: Any, networks: dict[str, Any], configs: dict[str, Any], crossbars: list[int], batch: int
+) -> pd.DataFrame:
+    """BasisN / reprogram, / reprogram_best and / ideal (cycles, latency, energy, EDP) of one basis `spec`.
+
+    `networks`: name -> NetworkShapes; a plain network takes `spec`, a basis-mapped one (the trained model) keeps
+    its own basis, which is `spec` by construction. One row per network x N x preset (docs/figures.md).
+    """
+    from basisn.hardware import NetworkShapes, ratios, sweep
+
+    frames = []
+    nets = {
+        name: shapes if shapes.basis is not None else NetworkShapes(shapes.name, shapes.input_size, shapes.layers, spec)
+        for name, shapes in networks.items()
+    }
+    for preset_name, config in configs.items():
+        frame = sweep(nets, config, crossbars, schemes=SCHEMES_PRICED, batch=batch)
+        frames.append(ratios(frame, others=RATIO_BASELINES).assign(preset=preset_name))
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The stage.
+# --------------------------------------------------------------------------------------------------------------
+def _finetune_stage_result(row: dict, p: dict, finetune_dir: Path) -> dict | None:
+    """The finetune stage's metrics when it trained exactly this configuration (same params), else None."""
+    try:
+        stage_params = json.loads((finetune_dir / "params.json").read_text())
+        metrics = json.loads((finetune_dir / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    same = all(stage_params.get(k) == p[k] for k in ("data", "model", "train", "seed"))
+    stage_decompose = dict(stage_params.get("decompose", {}))
+    if stage_decompose.get("groups") == 1 and "assignment" in stage_decompose:
+        stage_decompose["assignment"] = "fixed"
+    same = same and stage_decompose == row["decompose"] and stage_params.get("finetune") == row["finetune"]
+    return metrics if same and row["train_images_subset"] == p["data"]["subset"] else None
+
+
+def tradeoff_main(argv: list[str]) -> int:
+    """`tradeoff` stage entry point (one-line errors as every stage)."""
+    from basisn.pipeline import _one_line_errors
+
+    return _one_line_errors(_main)(argv)
+
+
+def _main(argv: list[str]) -> int:
+    from basisn.hardware import PRESETS
+    from basisn.hardware.report import load_block, resolve_block
+    from basisn.pipeline import _load, _parser, _prepare
+
+    parser = _parser("tradeoff", "accuracy and cost of the same models over G x coef_bits x option", "outputs/tradeoff")
+    parser.add_argument("--dense", default="outputs/train/model.pt")
+    parser.add_argument(
+        "--finetune-dir",
+        default="outputs/finetune",
+        help="the finetune stage's output: a main configuration it trained with the same params is reused",
+    )
+    args = parser.parse_args(argv)
+    p, lock = _prepare(args, layer_names=True)
+    hw, config, _ = resolve_block(load_block(Path(args.params), args.profile))
+    configs = {hw["preset"]: config} | {name: PRESETS[name] for name in hw["compare_presets"] if name != hw["preset"]}
+    dense, meta = _load(Path(args.dense), "train", basis_mapped=False)
+    with lock:
+        return _stage(p, args, dense, meta, hw, configs)
+
+
+def _stage(p: dict, args: argparse.Namespace, dense: torch.nn.Module, meta: dict, hw: dict, configs: dict) -> int:
+    from basisn.atomic import atomic_write
+    from basisn.basis import to_basisn
+    from basisn.hardware import BasisSpec, layer_shapes
+    from basisn.hardware.report import paper_shapes
+    from basisn.pipeline import CHECKPOINT_ROOT, _loaders, _report_totals
+    from basisn.train import TrainConfig, evaluate, fit
+
+    t = p["tradeoff"]
+    rows = configurations(p)
+    loaders = {"short": _loaders(p, subset=t["finetune_subset"])}
+    if any(row["schedule"] == "full" for row in rows):
+        loaders["full"] = _loaders(p)
+    test = loaders["short"].test
+    num_classes = loaders["short"].num_classes
+    dense_accuracy = evaluate(dense, test, num_classes)["accuracy"]
+    root = CHECKPOINT_ROOT / f"tradeoff-{params_module.fingerprint(p['data'], p['model'], p['train'], p['seed'])}"
+    papers = {name: paper_shapes(name) for name in t["networks"]}
+    results, costs, done = [], [], {}
+    for index, row in enumerate(rows, 1):
+        settings = {k: v for k, v in row.items() if k not in ("decompose", "finetune", "fingerprint")}
+        record = root / row["fingerprint"] / "row.json"
+        model, report = to_basisn(copy.deepcopy(dense), **row["decompose"], seed=p["seed"])
+        if row["same_as"] is not None:
+            result = dict(done[row["same_as"]])
+        elif record.exists():
+            result = json.loads(record.read_text())
+            print(f"tradeoff {row['key']}: finished by an earlier run, read from {record}", flush=True)
+        else:
+            result = dict(
+                _report_totals(pd.DataFrame(report)),
+                decomposed_accuracy=evaluate(model, test, num_classes)["accuracy"],
+            )
+            reused = _finetune_stage_result(row, p, Path(args.finetune_dir)) if row["schedule"] == "full" else None
+            if reused is not None:
+                result.update(accuracy=reused["test_accuracy"], trained_by="finetune stage")
+            else:
+                config = TrainConfig(**row["finetune"], seed=p["seed"])
+                metrics = fit(
+                    model,
+                    loaders[row["schedule"]].train,
+                    test,
+                    config,
+                    root / row["fingerprint"],
+                    teacher=dense,
+                )
+                result.update(accuracy=metrics["test_accuracy"], trained_by="tradeoff stage")
+                result["train_seconds"] = metrics["train_seconds"]
+            result["finetune_epochs"] = row["finetune"]["epochs"]
+            atomic_write(record, lambda tmp, r=result: tmp.write_text(json.dumps(r, sort_keys=True) + "\n"))
+        done.setdefault(row["key"], result)
+        results.append(
+            dict(
+                settings,
+                **result,
+                n_basis=row["decompose"]["n_basis"],
+                segment_len=row["decompose"]["segment_len"],
+                coef_quant=row["decompose"]["coef_quant"],
+                dense_accuracy=dense_accuracy,
+                accuracy_minus_dense_pp=100 * (result["accuracy"] - dense_accuracy),
+            )
+        )
+        spec = BasisSpec(
+            row["decompose"]["n_basis"],
+            row["decompose"]["segment_len"],
+            row["groups"],
+            row["coef_bits"],
+            row["decompose"]["coef_quant"],
+        )
+        model_shapes = layer_shapes(model, (meta["in_channels"], *meta["input_size"]))
+        networks = {MODEL_NETWORK: _renamed(model_shapes, MODEL_NETWORK)} | papers
+        cost = configuration_costs(spec, networks, configs, hw["report_crossbars"], hw["batch"])
+        costs.append(cost.assign(key=row["key"]))
+        print(
+            f"tradeoff {index}/{len(rows)} {row['key']}: accuracy {result['accuracy']:.4f} "
+            f"({100 * (result['accuracy'] - dense_accuracy):+.2f} pp vs dense)",
+            flush=True,
+        )
+    with atomic_directory(Path(args.out)) as out:
+        pd.DataFrame(results).to_csv(out / "results.csv", index=False)
+        pd.concat(costs, ignore_index=True).to_csv(out / "costs.csv", index=False)
+        atomic_write_json(
+            out / "params.json",
+            dict(
+                tradeoff=t,
+                decompose=p["decompose"],
+                finetune=p["finetune"],
+                hardware=dict(preset=hw["preset"], presets=list(configs), report_crossbars=hw["report_crossbars"]),
+                profile=p["profile"],
+                dense_accuracy=dense_accuracy,
+            ),
+        )
+    print(f"tradeoff: {len(rows)} configurations -> {args.out}")
+    return 0
+
+
+def _renamed(shapes: Any, name: str) -> Any:
+    from basisn.hardware import NetworkShapes
+
+    return NetworkShapes(name, shapes.input_size, shapes.layers, shapes.basis)
