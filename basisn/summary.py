@@ -18,6 +18,7 @@ EVALUATE = "outputs/evaluate/metrics.json"
 HW_EVAL = "outputs/hardware/hw_eval.json"
 RATIOS = "outputs/hardware/ratios.csv"
 ROBUSTNESS = "outputs/robustness/summary.csv"
+TRADEOFF = "outputs/tradeoff"
 MODEL_NETWORK = "pipeline_model"  # the name the hardware stage gives the pipeline's own model (dvc.yaml)
 
 
@@ -33,6 +34,7 @@ PAPER_NETWORK_DATASETS: dict[str, str] = {
     "cifar_densenet121": "CIFAR-100",
 }
 BELOW_BOUND = 0.01  # the abstract's "below 1%" of reprogramming, as a ratio
+ACCURACY_BOUND_PP = 1.0  # "negligible accuracy loss": at most 1 pp below the dense baseline (our reading)
 KEYS = ["network", "n_crossbars"]
 
 
@@ -173,8 +175,118 @@ def robustness_lines(root: Path) -> list[str]:
     return ["largest accuracy drop on simulated crossbars: " + ", ".join(f"{k} {v:.1f} pp" for k, v in worst.items())]
 
 
+# --------------------------------------------------------------------------------------------------------------
+# The headline on one configuration (the tradeoff stage): shared by notebooks/tradeoff.py, notebooks/claims.py
+# and `basisn summary`, so the three never judge the same numbers by different rules.
+# --------------------------------------------------------------------------------------------------------------
+TRADEOFF_COSTS = {  # costs.csv column -> the table's name for it at the headline point
+    "cycles_ratio_best": "cycles_vs_best",
+    "edp_ratio_best": "edp_vs_best",
+    "cycles_ratio": "cycles_vs_reprogram",
+    "edp_ratio": "edp_vs_reprogram",
+    "cycles_ratio_ideal": "cycles_vs_ideal",
+    "edp_ratio_ideal": "edp_vs_ideal",
+}
+
+
+def _pareto(loss, cost) -> list[bool]:
+    """True where no other point is at least as good on both (lower is better) and better on one."""
+    loss, cost = list(loss), list(cost)
+    return [
+        not any(lo <= loss[i] and co <= cost[i] and (lo < loss[i] or co < cost[i]) for lo, co in zip(loss, cost))
+        for i in range(len(loss))
+    ]
+
+
+def tradeoff_table(results: pd.DataFrame, costs: pd.DataFrame, point: dict) -> pd.DataFrame:
+    """One row per trained configuration: its accuracy and its cost at the headline `point` (network, crossbars,
+    preset), the worst cost over everything priced, whether it meets each line and both, and the Pareto fronts."""
+    at_point = costs[
+        (costs["network"] == point["network"])
+        & (costs["n_crossbars"] == point["crossbars"])
+        & (costs["preset"] == point["preset"])
+    ]
+    if at_point.empty:
+        raise ValueError(f"costs.csv has no row at the headline point {point}; check tradeoff.headline")
+    worst = costs.groupby("key")[["cycles_ratio_best", "edp_ratio_best"]].max()
+    worst.columns = ["worst_cycles_vs_best", "worst_edp_vs_best"]
+    costed = at_point[["key", *TRADEOFF_COSTS]].rename(columns=TRADEOFF_COSTS)
+    table = results.merge(costed, on="key", validate="one_to_one")
+    table = table.merge(worst, left_on="key", right_index=True, validate="one_to_one")
+    table["accuracy_loss_pp"] = -table["accuracy_minus_dense_pp"]
+    table["meets_accuracy"] = table["accuracy_loss_pp"] <= ACCURACY_BOUND_PP
+    table["meets_cycles"] = table["cycles_vs_best"] < BELOW_BOUND
+    table["meets_edp"] = table["edp_vs_best"] < BELOW_BOUND
+    table["meets_both"] = table["meets_accuracy"] & table["meets_cycles"] & table["meets_edp"]
+    table["pareto_edp"] = _pareto(table["accuracy_loss_pp"], table["edp_vs_best"])
+    table["pareto_cycles"] = _pareto(table["accuracy_loss_pp"], table["cycles_vs_best"])
+    return table.sort_values(["schedule", "groups", "coef_bits", "option"]).reset_index(drop=True)  # full first
+
+
+def _configuration(row) -> str:
+    return (
+        f"G = {row.groups}, {row.coef_bits}-bit coefficients, option `{row.option}` ({row.schedule} fine-tune): "
+        f"accuracy {100 * row.accuracy:.2f}% ({-row.accuracy_loss_pp:+.2f} pp vs dense), EDP "
+        f"{100 * row.edp_vs_best:.3g}% and cycles {100 * row.cycles_vs_best:.3g}% of the best reprogramming schedule"
+    )
+
+
+def tradeoff_answer(table: pd.DataFrame, point: dict, best_option: str) -> list[str]:
+    """The computed answer: the best configuration meeting both lines at the headline point, or, if none does,
+    the closest on each side and by how much it misses; then the full fine-tunes of `best_option` against the
+    fixed-mask reference at each G."""
+    where = f"at {point['network']}, N = {point['crossbars']}, preset `{point['preset']}`"
+    both = table[table["meets_both"]]
+    lines = []
+    if len(both):
+        chosen = both.sort_values(["schedule", "edp_vs_best"]).iloc[0]  # a full fine-tune first
+        lines.append(f"Meets both {where}: {_configuration(chosen)}.")
+    else:
+        lines.append(f"No trained configuration meets both {where}.")
+        accurate = table[table["meets_accuracy"]]
+        if len(accurate):
+            factor = accurate[["edp_vs_best", "cycles_vs_best"]].max(axis=1) / BELOW_BOUND
+            closest = accurate.loc[factor.idxmin()]
+            lines.append(
+                f"Of those within {ACCURACY_BOUND_PP:g} pp of dense, the cheapest is {_configuration(closest)}: "
+                f"{factor.min():.3g}x the 1% line."
+            )
+        cheap = table[table["meets_edp"] & table["meets_cycles"]]
+        if len(cheap):
+            closest = cheap.loc[cheap["accuracy_loss_pp"].idxmin()]
+            lines.append(
+                f"Of those below 1% in both costs, the most accurate is {_configuration(closest)}: "
+                f"{closest.accuracy_loss_pp - ACCURACY_BOUND_PP:.2f} pp beyond the {ACCURACY_BOUND_PP:g} pp line."
+            )
+    full = table[table["schedule"] == "full"]
+    for groups, rows in full.groupby("groups"):
+        rows = rows.set_index("option")
+        if best_option not in rows.index:
+            continue
+        text = f"Full fine-tune at G = {groups}: `{best_option}` {-rows.loc[best_option, 'accuracy_loss_pp']:+.2f} pp"
+        if "fixed" in rows.index and best_option != "fixed":
+            text += f", the fixed mask {-rows.loc['fixed', 'accuracy_loss_pp']:+.2f} pp (same run)"
+        lines.append(text + " vs dense.")
+    lines.append(f"{int(table['meets_both'].sum())} of {len(table)} trained configurations meet both lines {where}.")
+    return lines
+
+
+def tradeoff_lines(root: Path) -> list[str]:
+    directory = root / TRADEOFF
+    if not all((directory / name).is_file() for name in ("results.csv", "costs.csv", "params.json")):
+        return [f"headline on one configuration: {TRADEOFF} missing: run `dvc repro tradeoff`"]
+    stage = json.loads((directory / "params.json").read_text())
+    table = tradeoff_table(
+        pd.read_csv(directory / "results.csv"), pd.read_csv(directory / "costs.csv"), stage["tradeoff"]["headline"]
+    )
+    return [
+        "headline on one configuration: " + line
+        for line in tradeoff_answer(table, stage["tradeoff"]["headline"], stage["tradeoff"]["best"])[:1]
+    ]
+
+
 def summary_lines(root: Path) -> list[str]:
-    lines = accuracy_lines(root) + ratio_lines(root) + robustness_lines(root)
+    lines = accuracy_lines(root) + ratio_lines(root) + tradeoff_lines(root) + robustness_lines(root)
     lines.append("figures and tables: paper_figures/ (listed in docs/figures.md); claim by claim: CLAIMS.md")
     lines.append("executed notebooks: runs/; all metrics: `dvc metrics show`; compare with the reference: ARTIFACT.md")
     return lines

@@ -44,6 +44,7 @@ from IPython.display import Markdown, display
 
 from basisn.figures import save_figure, save_table, set_style, show
 from basisn.notebooks import at_repo_root, require
+from basisn.summary import ACCURACY_BOUND_PP, BELOW_BOUND, TRADEOFF_COSTS, tradeoff_answer, tradeoff_table
 
 at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
 require(*(f"{tradeoff_dir}/{name}" for name in ("results.csv", "costs.csv", "params.json")))
@@ -56,50 +57,17 @@ results = pd.read_csv(path / "results.csv")
 costs = pd.read_csv(path / "costs.csv")
 point = stage["tradeoff"]["headline"]
 best_option = stage["tradeoff"]["best"]
-ACCURACY_LINE_PP = 1.0  # "negligible accuracy loss": at most 1 pp below the dense baseline (our reading)
-COST_LINE = 0.01  # the paper's "below 1%"
 
 # %% [markdown]
 # ## Table: one row per trained configuration, accuracy and cost side by side
+#
+# `meets_accuracy`: at most 1 pp below dense; `meets_cycles` / `meets_edp`: below 1% of the best reprogramming
+# schedule at the headline point; `worst_*`: the largest ratio over every priced network, N and preset;
+# `pareto_*`: no other configuration is at least as good in accuracy loss and that cost, and better in one.
+# The rules live in `basisn/summary.py` (`tradeoff_table`), shared with CLAIMS.md and `basisn summary`.
 
 # %%
-at_point = costs[
-    (costs["network"] == point["network"])
-    & (costs["n_crossbars"] == point["crossbars"])
-    & (costs["preset"] == point["preset"])
-]
-if at_point.empty:
-    raise ValueError(f"costs.csv has no row at the headline point {point}; check tradeoff.headline")
-COST_COLUMNS = {
-    "cycles_ratio_best": "cycles_vs_best",
-    "edp_ratio_best": "edp_vs_best",
-    "cycles_ratio": "cycles_vs_reprogram",
-    "edp_ratio": "edp_vs_reprogram",
-    "cycles_ratio_ideal": "cycles_vs_ideal",
-    "edp_ratio_ideal": "edp_vs_ideal",
-}
-worst = costs.groupby("key")[["cycles_ratio_best", "edp_ratio_best"]].max()
-worst = worst.rename(columns={"cycles_ratio_best": "worst_cycles_vs_best", "edp_ratio_best": "worst_edp_vs_best"})
-table = results.merge(at_point[["key", *COST_COLUMNS]].rename(columns=COST_COLUMNS), on="key", validate="one_to_one")
-table = table.merge(worst, left_on="key", right_index=True, validate="one_to_one")
-table["accuracy_loss_pp"] = -table["accuracy_minus_dense_pp"]
-table["meets_accuracy"] = table["accuracy_loss_pp"] <= ACCURACY_LINE_PP
-table["meets_cycles"] = table["cycles_vs_best"] < COST_LINE
-table["meets_edp"] = table["edp_vs_best"] < COST_LINE
-table["meets_both"] = table["meets_accuracy"] & table["meets_cycles"] & table["meets_edp"]
-
-
-def pareto(frame, cost):
-    """True for configurations no other one beats on both accuracy loss and `cost` (lower is better in both)."""
-    loss, value = frame["accuracy_loss_pp"].to_numpy(), frame[cost].to_numpy()
-    return [
-        not any((loss <= loss[i]) & (value <= value[i]) & ((loss < loss[i]) | (value < value[i])))
-        for i in range(len(frame))
-    ]
-
-
-table["pareto_edp"] = pareto(table, "edp_vs_best")
-table["pareto_cycles"] = pareto(table, "cycles_vs_best")
+table = tradeoff_table(results, costs, point)
 columns = [
     "key",
     "n_basis",
@@ -118,7 +86,7 @@ columns = [
     "accuracy",
     "dense_accuracy",
     "accuracy_loss_pp",
-    *COST_COLUMNS.values(),
+    *TRADEOFF_COSTS.values(),
     "worst_cycles_vs_best",
     "worst_edp_vs_best",
     "meets_accuracy",
@@ -128,8 +96,7 @@ columns = [
     "pareto_edp",
     "pareto_cycles",
 ]
-table = table[columns].sort_values(["schedule", "groups", "coef_bits", "option"])  # "full" before "short"
-table = table.reset_index(drop=True)
+table = table[columns]
 save_table(table, out_dir, "headline_tradeoff")
 display(table)
 
@@ -164,12 +131,12 @@ for ax, cost, label, front in (
     frontier = table[table[front]].sort_values(cost)
     ax.step(frontier[cost], frontier["accuracy_loss_pp"], where="post", color="0.55", lw=1, zorder=2)
     ax.scatter(frontier[cost], frontier["accuracy_loss_pp"], s=110, facecolors="none", edgecolors="0.55", zorder=2)
-    ax.axvline(COST_LINE, color="0.3", ls="--", lw=0.9)
-    ax.axhline(ACCURACY_LINE_PP, color="0.3", ls="--", lw=0.9)
+    ax.axvline(BELOW_BOUND, color="0.3", ls="--", lw=0.9)
+    ax.axhline(ACCURACY_BOUND_PP, color="0.3", ls="--", lw=0.9)
     ax.set_xscale("log")
     ax.set_xlabel(label)
-    low = min(table[cost].min(), COST_LINE) / 1.5
-    ax.set_xlim(low, max(table[cost].max(), COST_LINE) * 1.5)
+    low = min(table[cost].min(), BELOW_BOUND) / 1.5
+    ax.set_xlim(low, max(table[cost].max(), BELOW_BOUND) * 1.5)
 axes[0].set_ylabel("accuracy loss vs dense (pp)")
 handles = [plt.Line2D([], [], ls="", marker="o", color=color, label=f"G = {g}") for g, color in palette.items()] + [
     plt.Line2D([], [], ls="", marker=m, color="0.3", mfc="none", label=name) for name, m in markers.items()
@@ -187,58 +154,5 @@ plt.close(fig)
 # %% [markdown]
 # ## The answer (computed)
 
-
 # %%
-def describe(row) -> str:
-    return (
-        f"G = {row.groups}, {row.coef_bits}-bit coefficients, option `{row.option}` ({row.schedule} fine-tune): "
-        f"accuracy {100 * row.accuracy:.2f}% ({-row.accuracy_loss_pp:+.2f} pp vs dense), EDP "
-        f"{100 * row.edp_vs_best:.3g}% and cycles {100 * row.cycles_vs_best:.3g}% of the best reprogramming schedule"
-    )
-
-
-where = f"at {point['network']}, N = {point['crossbars']}, preset `{point['preset']}`"
-both = table[table["meets_both"]]
-lines = []
-if len(both):
-    chosen = both.sort_values(["schedule", "edp_vs_best"], ascending=[True, True]).iloc[0]  # "full" < "short"
-    lines.append(f"**Meets both** {where}: {describe(chosen)}.")
-else:
-    # the configuration that misses least: the smaller of its two shortfalls, each as a factor over its line
-    miss = table.assign(
-        cost_factor=table[["edp_vs_best", "cycles_vs_best"]].max(axis=1) / COST_LINE,
-        accuracy_excess_pp=(table["accuracy_loss_pp"] - ACCURACY_LINE_PP).clip(lower=0),
-    )
-    accurate = miss[miss["meets_accuracy"]]
-    lines.append(f"**No configuration meets both** {where}.")
-    if len(accurate):
-        closest = accurate.sort_values("cost_factor").iloc[0]
-        lines.append(
-            f"Of those within {ACCURACY_LINE_PP:g} pp of dense, the cheapest is {describe(closest)}: its larger cost "
-            f"ratio is {closest.cost_factor:.3g}x the 1% line."
-        )
-    cheap = miss[miss["meets_edp"] & miss["meets_cycles"]]
-    if len(cheap):
-        closest = cheap.sort_values("accuracy_loss_pp").iloc[0]
-        lines.append(
-            f"Of those below 1% in both costs, the most accurate is {describe(closest)}: "
-            f"{closest.accuracy_excess_pp:.2f} pp beyond the {ACCURACY_LINE_PP:g} pp line."
-        )
-    elif not len(accurate):
-        lines.append("No configuration meets either line.")
-full = table[table["schedule"] == "full"]
-for g in sorted(full["groups"].unique()):
-    rows = full[full["groups"] == g].set_index("option")
-    if best_option in rows.index and "fixed" in rows.index and best_option != "fixed":
-        ours, ref = rows.loc[best_option], rows.loc["fixed"]
-        lines.append(
-            f"Full fine-tune at G = {g}: `{best_option}` {-ours.accuracy_loss_pp:+.2f} pp vs dense, the fixed mask "
-            f"{-ref.accuracy_loss_pp:+.2f} pp (same run, same baseline)."
-        )
-    elif best_option in rows.index:
-        loss = rows.loc[best_option].accuracy_loss_pp
-        lines.append(f"Full fine-tune at G = {g}: `{best_option}` {-loss:+.2f} pp vs dense.")
-count = int(table["meets_both"].sum())
-lines.append(f"{count} of {len(table)} trained configurations meet both lines {where}.")
-answer = "\n\n".join(lines)
-display(Markdown(answer))
+display(Markdown("\n\n".join(tradeoff_answer(table, point, best_option))))
