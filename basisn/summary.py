@@ -198,7 +198,9 @@ def _pareto(loss, cost) -> list[bool]:
     ]
 
 
-def tradeoff_table(results: pd.DataFrame, costs: pd.DataFrame, point: dict) -> pd.DataFrame:
+def tradeoff_table(
+    results: pd.DataFrame, costs: pd.DataFrame, point: dict, accuracy_bound_pp: float = ACCURACY_BOUND_PP
+) -> pd.DataFrame:
     """One row per trained configuration: its accuracy and its cost at the headline `point` (network, crossbars,
     preset), the worst cost over everything priced, whether it meets each line and both, and the Pareto fronts."""
     at_point = costs[
@@ -214,7 +216,7 @@ def tradeoff_table(results: pd.DataFrame, costs: pd.DataFrame, point: dict) -> p
     table = results.merge(costed, on="key", validate="one_to_one")
     table = table.merge(worst, left_on="key", right_index=True, validate="one_to_one")
     table["accuracy_loss_pp"] = -table["accuracy_minus_dense_pp"]
-    table["meets_accuracy"] = table["accuracy_loss_pp"] <= ACCURACY_BOUND_PP
+    table["meets_accuracy"] = table["accuracy_loss_pp"] <= accuracy_bound_pp
     table["meets_cycles"] = table["cycles_vs_best"] < BELOW_BOUND
     table["meets_edp"] = table["edp_vs_best"] < BELOW_BOUND
     table["meets_both"] = table["meets_accuracy"] & table["meets_cycles"] & table["meets_edp"]
@@ -231,7 +233,9 @@ def _configuration(row) -> str:
     )
 
 
-def tradeoff_answer(table: pd.DataFrame, point: dict, best_option: str) -> list[str]:
+def tradeoff_answer(
+    table: pd.DataFrame, point: dict, best_option: str, accuracy_bound_pp: float = ACCURACY_BOUND_PP
+) -> list[str]:
     """The computed answer: the best configuration meeting both lines at the headline point, or, if none does,
     the closest on each side and by how much it misses; then the full fine-tunes of `best_option` against the
     fixed-mask reference at each G."""
@@ -248,7 +252,7 @@ def tradeoff_answer(table: pd.DataFrame, point: dict, best_option: str) -> list[
             factor = accurate[["edp_vs_best", "cycles_vs_best"]].max(axis=1) / BELOW_BOUND
             closest = accurate.loc[factor.idxmin()]
             lines.append(
-                f"Of those within {ACCURACY_BOUND_PP:g} pp of dense, the cheapest is {_configuration(closest)}: "
+                f"Of those within {accuracy_bound_pp:g} pp of dense, the cheapest is {_configuration(closest)}: "
                 f"{factor.min():.3g}x the 1% line."
             )
         cheap = table[table["meets_edp"] & table["meets_cycles"]]
@@ -256,7 +260,7 @@ def tradeoff_answer(table: pd.DataFrame, point: dict, best_option: str) -> list[
             closest = cheap.loc[cheap["accuracy_loss_pp"].idxmin()]
             lines.append(
                 f"Of those below 1% in both costs, the most accurate is {_configuration(closest)}: "
-                f"{closest.accuracy_loss_pp - ACCURACY_BOUND_PP:.2f} pp beyond the {ACCURACY_BOUND_PP:g} pp line."
+                f"{closest.accuracy_loss_pp - accuracy_bound_pp:.2f} pp beyond the {accuracy_bound_pp:g} pp line."
             )
     full = table[table["schedule"] == "full"]
     for groups, rows in full.groupby("groups"):

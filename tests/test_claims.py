@@ -27,6 +27,7 @@ def run_claims(out: Path, hardware_dir: Path) -> dict[int, str]:
     parameters = [
         f"evaluate_metrics={PIPELINE.relative_to(ROOT)}/evaluate/metrics.json",
         f"hardware_dir={hardware_dir}",
+        f"tradeoff_dir={PIPELINE.relative_to(ROOT)}/tradeoff",
     ]
     args = [sys.executable, "-m", "basisn.cli", "notebook", "notebooks/claims.py", "--out", str(out)]
     args += ["--runs", str(out / "runs"), "-k", "basisn"] + [a for p in parameters for a in ("-p", p)]
@@ -53,7 +54,7 @@ def hw() -> dict:
 
 
 def test_every_abstract_claim_has_a_row_with_a_verdict(rows):
-    assert sorted(rows) == list(range(1, 12))
+    assert sorted(rows) == list(range(1, 13))
     allowed = ("holds", "not reproduced", "not testable here")
     for number, row in rows.items():
         assert verdict(row).startswith(allowed), (number, row)
@@ -147,6 +148,23 @@ def test_accuracy_and_training_numbers_are_the_fixtures(rows):
     assert f"{finetune['stage_seconds']:.1f} s" in rows[9] and f"{train['stage_seconds']:.1f} s" in rows[9]
     assert f"{100 * share:.3g}%" in rows[9]
     assert (verdict(rows[9]) == "holds") == (share <= 0.1)
+
+
+def test_parallelization_and_one_configuration_rows_are_the_tradeoff_fixture(rows):
+    from basisn.summary import tradeoff_answer, tradeoff_table
+
+    stage = json.loads((PIPELINE / "tradeoff" / "params.json").read_text())["tradeoff"]
+    results = pd.read_csv(PIPELINE / "tradeoff" / "results.csv")
+    table = tradeoff_table(results, pd.read_csv(PIPELINE / "tradeoff" / "costs.csv"), stage["headline"])
+    ours = table[(table["schedule"] == "full") & (table["option"] == stage["best"]) & (table["groups"] > 1)]
+    assert len(ours), "the fixture has a full fine-tune of the best option at some G > 1"
+    for row in ours.itertuples():
+        assert f"G = {row.groups}: {-row.accuracy_loss_pp:+.2f} pp" in rows[5]
+    kept = ours[ours["accuracy_loss_pp"] <= 1.0]
+    assert (f"up to G = {kept['groups'].max()}" if len(kept) else "at no G > 1") in rows[5]
+    for line in tradeoff_answer(table, stage["headline"], stage["best"]):
+        assert line.replace("|", "\\|") in rows[12]
+    assert verdict(rows[12]).startswith("holds" if table["meets_both"].any() else "not reproduced")
 
 
 def test_stage_reads_the_stage_outputs_and_hands_claims_md_to_git():
