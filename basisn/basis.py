@@ -37,6 +37,7 @@ from basisn.layers import (
 )
 
 INITS = ("svd", "random", "none")
+ASSIGNMENTS = ("fixed", "learned")  # how each segment's basis group is chosen when groups > 1 (docs/method.md §1.3)
 CHECKPOINT_FORMAT = "basisn-model/1"
 
 
@@ -112,7 +113,9 @@ def least_squares_coefficients(segments: Tensor, basis: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------------------------
 # Model conversion.
 # --------------------------------------------------------------------------------------------------------------
-def _validate(model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, groups, exclude, coef_scale, init):
+def _validate(
+    model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, groups, exclude, coef_scale, init, assignment
+):
     if not isinstance(model, nn.Module):
         raise ValueError(f"model={type(model).__name__} is not allowed; pass a torch.nn.Module")
     check_positive_int("n_basis", n_basis)
@@ -130,6 +133,8 @@ def _validate(model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, gr
         raise ValueError(f"groups={groups} does not divide n_basis={n_basis}; allowed: a divisor of n_basis")
     if init not in INITS:
         raise ValueError(f"init={init!r} is not allowed; allowed: {', '.join(INITS)}")
+    if assignment not in ASSIGNMENTS:
+        raise ValueError(f"assignment={assignment!r} is not allowed; allowed: {', '.join(ASSIGNMENTS)}")
     if isinstance(exclude, str):
         raise ValueError(f"exclude={exclude!r} is a string; pass a list/tuple of module names, e.g. [{exclude!r}]")
     if hasattr(model, "basisn_bank"):
@@ -360,6 +365,7 @@ def to_basisn(
     exclude: tuple[str, ...] | list[str] = (),
     *,
     coef_scale: str = "channel",
+    assignment: str = "fixed",
     init: str = "svd",
     group_iterations: int = 10,
     seed: int = 0,
@@ -372,7 +378,11 @@ def to_basisn(
     group-sparse option, `exclude` module names kept dense (a name also excludes everything under it),
     `coef_scale` "channel" or "layer" range of the coefficient quantizer, `init` "svd" (the decomposition),
     "random" (a random orthonormal basis, for comparison) or "none" (leave random values: loading a checkpoint;
-    the only init that works on the meta device, whose tensors hold no values).
+    the only init that works on the meta device, whose tensors hold no values). `assignment` (groups > 1 only):
+    "fixed" gives each segment the group that reconstructs it best (`assign_groups`), once; "learned" keeps the
+    dense least-squares coefficients over the whole basis (the SVD basis dealt round-robin into the groups) and
+    leaves every segment unassigned (segment_group -1), for the fine-tune to choose and harden
+    (basisn.parallel, docs/method.md §1.3).
 
     Any root works, nn.Sequential / nn.ModuleList included (see basisn.layers.attach_bank for where the bank
     goes). A module used at two places is one basis-mapped layer at both; two Linear (or Conv2d) layers sharing
@@ -385,7 +395,10 @@ def to_basisn(
     `report.shared` the modules that use one layer's coefficients at several places.
     """
     exclude = exclude if isinstance(exclude, str) else tuple(exclude)  # a bare string is refused by _validate
-    _validate(model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, groups, exclude, coef_scale, init)
+    _validate(
+        model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, groups, exclude, coef_scale, init, assignment
+    )
+    learned = assignment == "learned" and groups > 1
     plan = _plan(model, exclude)
     units = plan.units
     if not units:
@@ -439,7 +452,10 @@ def to_basisn(
             basis = random_orthonormal(n_basis, segment_len, generator).to(stacked)
         basis = basis.float()
         segment_group = None
-        if groups > 1:
+        if learned:  # the groups of assign_groups' start (round-robin), with dense coefficients over all of them
+            basis = torch.cat([basis[g::groups] for g in range(groups)])
+            segment_group = torch.full((stacked.shape[0],), -1, dtype=torch.long, device=stacked.device)
+        elif groups > 1:
             basis, segment_group = assign_groups(stacked, basis, groups, group_iterations)
         with torch.no_grad():
             bank.weight.copy_(basis)
@@ -447,9 +463,9 @@ def to_basisn(
             group_size = n_basis // groups
             coefs = torch.zeros(stacked.shape[0], n_basis, device=stacked.device)
             residual = torch.zeros(stacked.shape[0], device=stacked.device)  # of the unquantized projection
-            for g in range(groups):
-                members = slice(None) if segment_group is None else segment_group == g
-                block = slice(g * group_size, (g + 1) * group_size)
+            blocks = [slice(None)] if learned else [slice(g * group_size, (g + 1) * group_size) for g in range(groups)]
+            for g, block in enumerate(blocks):
+                members = slice(None) if segment_group is None or learned else segment_group == g
                 coefs[members, block] = least_squares_coefficients(stacked[members], quantized_basis[block]).float()
                 projected = (stacked[members] @ basis[block].T) @ basis[block]  # the basis rows are orthonormal
                 residual[members] = (stacked[members] - projected).square().sum(1)
@@ -463,6 +479,9 @@ def to_basisn(
             del coefs
             quantized_weights = _refit_scales(new_layers, rows)
             errors = _errors(new_layers, rows, norms, quantized_weights, residual)
+    elif learned:  # the structure only (a checkpoint loads over it): unassigned like a fresh decomposition
+        for layer in new_layers:
+            layer.segment_group.fill_(-1)
     for unit in units:
         for member in unit.tied:
             _share_coefficients(unit, member)
@@ -488,6 +507,7 @@ def to_basisn(
         groups=groups,
         exclude=list(exclude),
         coef_scale=coef_scale,
+        assignment=assignment,
     )
     shared = {
         unit.name: unit.places[1:] + [name for member in unit.tied for name in member.places]
@@ -532,8 +552,16 @@ def _errors(layers, rows, norms, quantized, residual) -> list[tuple[float, float
     return errors
 
 
+def _active_coefficients(layer: BasisLayer) -> int:
+    """Coefficients the layer's segments may use: n/G each, n for a segment not assigned to a group yet (-1)."""
+    bank = layer.bank
+    if layer.segment_group is None:
+        return layer.out_rows * layer.segments * bank.n_basis
+    unassigned = int((layer.segment_group < 0).sum())
+    return unassigned * bank.n_basis + (layer.segment_group.numel() - unassigned) * bank.group_size
+
+
 def _report(units: list[_Unit], errors: list[tuple[float, float]] | None) -> list[dict]:
-    group_size = units[0].layer.bank.group_size
     report = []
     for index, unit in enumerate(units):
         layer = unit.layer
@@ -543,7 +571,7 @@ def _report(units: list[_Unit], errors: list[tuple[float, float]] | None) -> lis
                 kind=unit.kind,
                 weight_shape=list(unit.weight.shape),
                 segments=layer.out_rows * layer.segments,
-                coefficients=layer.out_rows * layer.segments * group_size,
+                coefficients=_active_coefficients(layer),
                 weights=unit.weight.numel(),
                 rel_error=errors[index][0] if errors else None,
                 rel_error_unquantized=errors[index][1] if errors else None,
@@ -632,7 +660,17 @@ def save_basisn(model: nn.Module, path: str | os.PathLike, extra: dict | None = 
     atomic_torch_save(payload, path)
 
 
-CONFIG_KEYS = ("n_basis", "segment_len", "coef_bits", "coef_quant", "basis_bits", "groups", "exclude", "coef_scale")
+CONFIG_KEYS = (
+    "n_basis",
+    "segment_len",
+    "coef_bits",
+    "coef_quant",
+    "basis_bits",
+    "groups",
+    "exclude",
+    "coef_scale",
+    "assignment",  # absent in files written before it existed: "fixed"
+)
 
 
 def load_basisn(model: nn.Module, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -188,7 +188,7 @@ class BasisLayer(nn.Module):
         self.coef = nn.Parameter(torch.empty(out_rows, self.segments, bank.n_basis))
         self.scale = nn.Parameter(torch.ones(out_rows))
         self.bias = nn.Parameter(torch.zeros(out_rows)) if bias else None
-        if bank.groups > 1:  # which basis group each segment may use (fixed at decomposition)
+        if bank.groups > 1:  # which basis group each segment may use (-1: any, until a learned assignment hardens)
             self.register_buffer("segment_group", torch.zeros(out_rows, self.segments, dtype=torch.long))
         else:
             self.segment_group = None
@@ -398,7 +398,9 @@ def _quantized_coefficients(layers: list[BasisLayer]) -> Tensor:
     if first.bank.groups > 1:
         segment_group = torch.cat([layer.segment_group.reshape(-1) for layer in layers])
         vector_group = torch.arange(n_basis, device=coefs.device) // first.bank.group_size
-        coefs = coefs * (vector_group[None, :] == segment_group[:, None]).to(coefs.dtype)
+        # -1: not assigned yet (learned assignment before hardening, basisn.parallel): every group is active
+        active = (vector_group[None, :] == segment_group[:, None]) | (segment_group[:, None] < 0)
+        coefs = coefs * active.to(coefs.dtype)
     if first.coef_bits is not None:
         # the quantizer's range: max |coef| per output channel (or per layer), from the current values
         row_of_segment, layer_of_segment = _segment_index(layers, coefs.device)
