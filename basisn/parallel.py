@@ -5,10 +5,11 @@ Two options of `basisn.train.fit`, both no-ops for a dense model and for the def
 - Learned group assignment. A model decomposed with `to_basisn(..., groups=G, assignment="learned")` starts with
   dense coefficients and every segment unassigned (segment_group -1). While any segment is unassigned, each
   optimizer step is followed by the proximal step of a group lasso over the G coefficient groups of every
-  unassigned segment, whose weight ramps up linearly from 0 to `group_lasso` at the hardening step
-  round(harden_at * total steps). There the assignment HARDENS: each segment keeps the group with the largest
-  coefficient norm, the other groups' coefficients (and their momentum) are zeroed, and training continues with
-  that mask. The state is the segment_group buffer (in state_dict), so a resumed run hardens at the same step.
+  unassigned segment, whose weight ramps up linearly until the hardening step round(harden_at * total steps)
+  (normalised: `group_lasso` is the total relative shrinkage over the ramp, see group_lasso_threshold). There
+  the assignment HARDENS: each segment keeps the group with the largest coefficient norm, the other groups'
+  coefficients (and their momentum) are zeroed, and training continues with that mask. The state is the
+  segment_group buffer (in state_dict), so a resumed run hardens at the same step.
 - Alternating optimisation: phases of `coef_steps` optimizer steps that update everything but the basis, then
   `basis_steps` that update only the basis. A frozen parameter's gradient is dropped before the step, so SGD skips
   it entirely (no momentum, no weight decay): one optimizer, the phase a closed form of the step count.
@@ -43,9 +44,16 @@ def harden_step(harden_at: float, total_steps: int) -> int:
     return min(max(1, round(harden_at * total_steps)), total_steps)
 
 
-def group_lasso_weight(group_lasso: float, step: int, hardening_step: int) -> float:
-    """The penalty weight after optimizer step `step`: a linear ramp from 0 to `group_lasso` at the hardening step."""
-    return group_lasso * min(1.0, step / hardening_step)
+def group_lasso_threshold(group_lasso: float, step: int, hardening_step: int, lr_factor: float) -> float:
+    """The proximal step's relative shrinkage after optimizer step `step` (1-based) of the ramp.
+
+    lambda(t) ramps linearly from 0 to its top at the hardening step T_h, and is normalised so that the shrinkage
+    the penalty alone applies over the whole ramp adds up to `group_lasso` (at a constant learning rate):
+    threshold_t = group_lasso · (2 / T_h) · (t / T_h) · lr_t / lr. So group_lasso = 1 means "by the hardening step,
+    the penalty has pulled every group by once its segment's norm", whatever the model, the data or the number of
+    steps (a plain penalty weight would act 40 times as hard on a run 40 times as long).
+    """
+    return group_lasso * (2 / hardening_step) * min(1.0, step / hardening_step) * lr_factor
 
 
 def _grouped(layer: nn.Module, tensor: Tensor) -> Tensor:

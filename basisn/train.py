@@ -483,8 +483,12 @@ def fit(
             optimizer.step()
             scheduler.step()
             if pending and parallel.in_coefficient_phase(config.alternate, global_step):
-                weight = parallel.group_lasso_weight(config.group_lasso, global_step + 1, hardening_step)
-                parallel.group_lasso_prox(model, step_lr * weight)
+                parallel.group_lasso_prox(
+                    model,
+                    parallel.group_lasso_threshold(
+                        config.group_lasso, global_step + 1, hardening_step, step_lr / config.lr
+                    ),
+                )
             global_step += 1
             if pending and global_step >= hardening_step:
                 pending = not _harden(model, optimizer, global_step, log)
