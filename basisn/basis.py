@@ -379,10 +379,9 @@ def to_basisn(
     `coef_scale` "channel" or "layer" range of the coefficient quantizer, `init` "svd" (the decomposition),
     "random" (a random orthonormal basis, for comparison) or "none" (leave random values: loading a checkpoint;
     the only init that works on the meta device, whose tensors hold no values). `assignment` (groups > 1 only):
-    "fixed" gives each segment the group that reconstructs it best (`assign_groups`), once; "learned" keeps the
-    dense least-squares coefficients over the whole basis (the SVD basis dealt round-robin into the groups) and
-    leaves every segment unassigned (segment_group -1), for the fine-tune to choose and harden
-    (basisn.parallel, docs/method.md §1.3).
+    "fixed" gives each segment the group that reconstructs it best (`assign_groups`), once; "learned" starts from
+    the same basis and coefficients but leaves every segment unassigned (segment_group -1: all n coefficients
+    trainable), for the fine-tune to choose its group and harden it (basisn.parallel, docs/method.md §1.3).
 
     Any root works, nn.Sequential / nn.ModuleList included (see basisn.layers.attach_bank for where the bank
     goes). A module used at two places is one basis-mapped layer at both; two Linear (or Conv2d) layers sharing
@@ -452,10 +451,7 @@ def to_basisn(
             basis = random_orthonormal(n_basis, segment_len, generator).to(stacked)
         basis = basis.float()
         segment_group = None
-        if learned:  # the groups of assign_groups' start (round-robin), with dense coefficients over all of them
-            basis = torch.cat([basis[g::groups] for g in range(groups)])
-            segment_group = torch.full((stacked.shape[0],), -1, dtype=torch.long, device=stacked.device)
-        elif groups > 1:
+        if groups > 1:
             basis, segment_group = assign_groups(stacked, basis, groups, group_iterations)
         with torch.no_grad():
             bank.weight.copy_(basis)
@@ -463,12 +459,14 @@ def to_basisn(
             group_size = n_basis // groups
             coefs = torch.zeros(stacked.shape[0], n_basis, device=stacked.device)
             residual = torch.zeros(stacked.shape[0], device=stacked.device)  # of the unquantized projection
-            blocks = [slice(None)] if learned else [slice(g * group_size, (g + 1) * group_size) for g in range(groups)]
-            for g, block in enumerate(blocks):
-                members = slice(None) if segment_group is None or learned else segment_group == g
+            for g in range(groups):
+                members = slice(None) if segment_group is None else segment_group == g
+                block = slice(g * group_size, (g + 1) * group_size)
                 coefs[members, block] = least_squares_coefficients(stacked[members], quantized_basis[block]).float()
                 projected = (stacked[members] @ basis[block].T) @ basis[block]  # the basis rows are orthonormal
                 residual[members] = (stacked[members] - projected).square().sum(1)
+            if learned:  # the fixed decomposition as the start, every group open to the fine-tune
+                segment_group = torch.full((stacked.shape[0],), -1, dtype=torch.long, device=stacked.device)
             start = 0
             for layer in new_layers:
                 count = layer.out_rows * layer.segments

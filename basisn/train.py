@@ -89,7 +89,7 @@ class TrainConfig:
     compile: bool = False
     grad_clip: float | None = None
     group_lasso: float = 0.0
-    harden_at: float = 0.5
+    harden_at: float = 0.25
     alternate: dict | None = None
 
     def __post_init__(self) -> None:
