@@ -226,3 +226,16 @@ def test_kill_then_resume_with_learned_assignment_and_alternation_matches_uninte
     metrics, state = script_results(result_dir)
     assert without_timing(metrics) == without_timing(expected_metrics)
     assert_same_state(state, expected_state)
+
+
+def test_basis_tables_keep_every_coefficient_of_an_unassigned_segment(tmp_path):
+    import pandas as pd
+
+    from basisn.pipeline import basis_tables
+
+    unassigned = learned_model()
+    hardened = learned_model()
+    parallel.harden(hardened)
+    basis_tables(unassigned, hardened, tmp_path)
+    counts = pd.read_csv(tmp_path / "coefficients.csv").groupby("stage")["count"].sum()
+    assert counts["decomposed"] == GROUPS * counts["finetuned"]  # all n per segment before hardening, n/G after
