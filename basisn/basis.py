@@ -19,6 +19,8 @@ from torch.nn.utils import parametrize
 
 from basisn.atomic import atomic_torch_save
 from basisn.layers import (
+    DYNAMIC,
+    UNASSIGNED,
     COEF_SCALES,
     MHA_PROJECTIONS,
     QUANTIZERS,
@@ -37,7 +39,7 @@ from basisn.layers import (
 )
 
 INITS = ("svd", "random", "none")
-ASSIGNMENTS = ("fixed", "learned")  # how each segment's basis group is chosen when groups > 1 (docs/method.md §1.3)
+ASSIGNMENTS = ("fixed", "learned", "dynamic")  # how each segment's basis group is chosen when groups > 1 (docs/method.md §1.3)
 CHECKPOINT_FORMAT = "basisn-model/1"
 
 
@@ -397,7 +399,8 @@ def to_basisn(
     _validate(
         model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, groups, exclude, coef_scale, init, assignment
     )
-    learned = assignment == "learned" and groups > 1
+    learned = assignment in ("learned", "dynamic") and groups > 1
+    pending = UNASSIGNED if assignment == "learned" else DYNAMIC  # the segment_group value of a learned start
     plan = _plan(model, exclude)
     units = plan.units
     if not units:
@@ -462,11 +465,14 @@ def to_basisn(
             for g in range(groups):
                 members = slice(None) if segment_group is None else segment_group == g
                 block = slice(g * group_size, (g + 1) * group_size)
+                if assignment == "dynamic" and groups > 1:  # every group holds its own fit: its norm is how well
+                    members = slice(None)  # that group reconstructs the segment (the group bases are orthonormal)
                 coefs[members, block] = least_squares_coefficients(stacked[members], quantized_basis[block]).float()
+                members = slice(None) if segment_group is None else segment_group == g
                 projected = (stacked[members] @ basis[block].T) @ basis[block]  # the basis rows are orthonormal
                 residual[members] = (stacked[members] - projected).square().sum(1)
             if learned:  # the fixed decomposition as the start, every group open to the fine-tune
-                segment_group = torch.full((stacked.shape[0],), -1, dtype=torch.long, device=stacked.device)
+                segment_group = torch.full((stacked.shape[0],), pending, dtype=torch.long, device=stacked.device)
             start = 0
             for layer in new_layers:
                 count = layer.out_rows * layer.segments
@@ -479,7 +485,7 @@ def to_basisn(
             errors = _errors(new_layers, rows, norms, quantized_weights, residual)
     elif learned:  # the structure only (a checkpoint loads over it): unassigned like a fresh decomposition
         for layer in new_layers:
-            layer.segment_group.fill_(-1)
+            layer.segment_group.fill_(pending)
     for unit in units:
         for member in unit.tied:
             _share_coefficients(unit, member)

@@ -25,6 +25,9 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 QUANTIZERS = ("uniform", "pow2")
+# segment_group values of a learned group assignment before it hardens (basisn.parallel, docs/method.md §1.3)
+UNASSIGNED = -1  # every group active (the "learned" option's open phase)
+DYNAMIC = -2  # each pass uses the group of largest coefficient norm; gradients reach every group (straight-through)
 COEF_SCALES = ("channel", "layer")
 
 
@@ -398,9 +401,16 @@ def _quantized_coefficients(layers: list[BasisLayer]) -> Tensor:
     if first.bank.groups > 1:
         segment_group = torch.cat([layer.segment_group.reshape(-1) for layer in layers])
         vector_group = torch.arange(n_basis, device=coefs.device) // first.bank.group_size
+        dynamic = segment_group == DYNAMIC
+        if bool(dynamic.any()):  # this pass's group: the largest coefficient norm (what hardening would pick)
+            norms = coefs.detach().view(-1, first.bank.groups, first.bank.group_size).norm(dim=-1)
+            segment_group = torch.where(dynamic, norms.argmax(dim=1), segment_group)
         # -1: not assigned yet (learned assignment before hardening, basisn.parallel): every group is active
-        active = (vector_group[None, :] == segment_group[:, None]) | (segment_group[:, None] < 0)
-        coefs = coefs * active.to(coefs.dtype)
+        active = (vector_group[None, :] == segment_group[:, None]) | (segment_group[:, None] == UNASSIGNED)
+        masked = coefs * active.to(coefs.dtype)
+        # dynamic segments: forward the masked value, backward to every group (a straight-through estimator),
+        # so an inactive group's coefficients keep learning and can overtake the active one
+        coefs = torch.where(dynamic[:, None], straight_through(coefs, masked), masked) if bool(dynamic.any()) else masked
     if first.coef_bits is not None:
         # the quantizer's range: max |coef| per output channel (or per layer), from the current values
         row_of_segment, layer_of_segment = _segment_index(layers, coefs.device)

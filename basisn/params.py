@@ -156,7 +156,7 @@ SCHEMA: dict[str, Any] = {
         "coef_scale": choice("channel", "layer"),
         "basis_bits": integer(2, 16, optional=True),
         "groups": integer(1),
-        "assignment": choice("fixed", "learned"),
+        "assignment": choice("fixed", "learned", "dynamic"),
         "exclude": list_of(string(), non_empty=False),
     },
     "finetune": dict(

@@ -239,3 +239,56 @@ def test_basis_tables_keep_every_coefficient_of_an_unassigned_segment(tmp_path):
     basis_tables(unassigned, hardened, tmp_path)
     counts = pd.read_csv(tmp_path / "coefficients.csv").groupby("stage")["count"].sum()
     assert counts["decomposed"] == GROUPS * counts["finetuned"]  # all n per segment before hardening, n/G after
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The dynamic assignment (segment_group -2): each pass uses the group of largest coefficient norm.
+# --------------------------------------------------------------------------------------------------------------
+def dynamic_model(coef_bits: int | None = 4) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model, _ = to_basisn(
+        script.TinyNet(), n_basis=6, segment_len=9, coef_bits=coef_bits, groups=GROUPS, assignment="dynamic"
+    )
+    return model
+
+
+def test_dynamic_decomposition_fits_every_group_and_starts_at_the_largest_norm():
+    from basisn.layers import DYNAMIC
+
+    model = dynamic_model()
+    for name, layer in basis_layers(model):
+        assert torch.all(layer.segment_group == DYNAMIC), name
+        norms = group_norms(layer)
+        assert torch.all((norms > 0).sum(-1) > 1), f"{name}: every group holds its own fit"
+        quantized = layer.quantized_coefficients().view(*layer.coef.shape[:2], GROUPS, -1).norm(dim=-1)
+        used = quantized > 0
+        assert torch.all(used.sum(-1) <= 1), f"{name}: a pass uses one group per segment"
+        # the group used is the one of largest norm (where quantization left it non-zero)
+        assert torch.equal(used.float().argmax(-1)[used.any(-1)], norms.argmax(-1)[used.any(-1)])
+
+
+def test_dynamic_gradients_reach_the_inactive_groups():
+    model = dynamic_model(coef_bits=None)
+    model(torch.randn(4, *script.IMAGE_SHAPE)).square().sum().backward()
+    for name, layer in basis_layers(model):
+        grad = layer.coef.grad.view(*layer.coef.shape[:2], GROUPS, -1).norm(dim=-1)
+        active = group_norms(layer).argmax(-1, keepdim=True)
+        inactive = torch.ones_like(grad, dtype=torch.bool).scatter(-1, active, False)
+        assert grad[inactive].abs().sum() > 0, f"{name}: the straight-through estimator passes gradients on"
+
+
+def test_hardening_a_dynamic_model_keeps_its_function_exactly():
+    model = dynamic_model()
+    x = torch.randn(4, *script.IMAGE_SHAPE)
+    before = model.eval()(x)
+    parallel.harden(model)
+    assert_one_group_per_segment(model)
+    assert torch.equal(model(x), before)  # the pass already used only the chosen group
+
+
+def test_dynamic_fit_ends_with_one_group_per_segment(tmp_path):
+    model = dynamic_model()
+    train, test = script.make_loaders()
+    fit(model, train, test, script.make_config(harden_at=0.5), tmp_path)
+    assert not parallel.assignment_pending(model)
+    assert_one_group_per_segment(model)
