@@ -19,6 +19,8 @@ from torch.nn.utils import parametrize
 
 from basisn.atomic import atomic_torch_save
 from basisn.layers import (
+    DYNAMIC,
+    UNASSIGNED,
     COEF_SCALES,
     MHA_PROJECTIONS,
     QUANTIZERS,
@@ -37,6 +39,7 @@ from basisn.layers import (
 )
 
 INITS = ("svd", "random", "none")
+ASSIGNMENTS = ("fixed", "learned", "dynamic")  # how each segment's basis group is chosen when groups > 1 (docs/method.md §1.3)
 CHECKPOINT_FORMAT = "basisn-model/1"
 
 
@@ -112,7 +115,9 @@ def least_squares_coefficients(segments: Tensor, basis: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------------------------
 # Model conversion.
 # --------------------------------------------------------------------------------------------------------------
-def _validate(model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, groups, exclude, coef_scale, init):
+def _validate(
+    model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, groups, exclude, coef_scale, init, assignment
+):
     if not isinstance(model, nn.Module):
         raise ValueError(f"model={type(model).__name__} is not allowed; pass a torch.nn.Module")
     check_positive_int("n_basis", n_basis)
@@ -130,6 +135,8 @@ def _validate(model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, gr
         raise ValueError(f"groups={groups} does not divide n_basis={n_basis}; allowed: a divisor of n_basis")
     if init not in INITS:
         raise ValueError(f"init={init!r} is not allowed; allowed: {', '.join(INITS)}")
+    if assignment not in ASSIGNMENTS:
+        raise ValueError(f"assignment={assignment!r} is not allowed; allowed: {', '.join(ASSIGNMENTS)}")
     if isinstance(exclude, str):
         raise ValueError(f"exclude={exclude!r} is a string; pass a list/tuple of module names, e.g. [{exclude!r}]")
     if hasattr(model, "basisn_bank"):
@@ -360,6 +367,7 @@ def to_basisn(
     exclude: tuple[str, ...] | list[str] = (),
     *,
     coef_scale: str = "channel",
+    assignment: str = "fixed",
     init: str = "svd",
     group_iterations: int = 10,
     seed: int = 0,
@@ -372,7 +380,10 @@ def to_basisn(
     group-sparse option, `exclude` module names kept dense (a name also excludes everything under it),
     `coef_scale` "channel" or "layer" range of the coefficient quantizer, `init` "svd" (the decomposition),
     "random" (a random orthonormal basis, for comparison) or "none" (leave random values: loading a checkpoint;
-    the only init that works on the meta device, whose tensors hold no values).
+    the only init that works on the meta device, whose tensors hold no values). `assignment` (groups > 1 only):
+    "fixed" gives each segment the group that reconstructs it best (`assign_groups`), once; "learned" starts from
+    the same basis and coefficients but leaves every segment unassigned (segment_group -1: all n coefficients
+    trainable), for the fine-tune to choose its group and harden it (basisn.parallel, docs/method.md §1.3).
 
     Any root works, nn.Sequential / nn.ModuleList included (see basisn.layers.attach_bank for where the bank
     goes). A module used at two places is one basis-mapped layer at both; two Linear (or Conv2d) layers sharing
@@ -385,7 +396,11 @@ def to_basisn(
     `report.shared` the modules that use one layer's coefficients at several places.
     """
     exclude = exclude if isinstance(exclude, str) else tuple(exclude)  # a bare string is refused by _validate
-    _validate(model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, groups, exclude, coef_scale, init)
+    _validate(
+        model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, groups, exclude, coef_scale, init, assignment
+    )
+    learned = assignment in ("learned", "dynamic") and groups > 1
+    pending = UNASSIGNED if assignment == "learned" else DYNAMIC  # the segment_group value of a learned start
     plan = _plan(model, exclude)
     units = plan.units
     if not units:
@@ -450,9 +465,14 @@ def to_basisn(
             for g in range(groups):
                 members = slice(None) if segment_group is None else segment_group == g
                 block = slice(g * group_size, (g + 1) * group_size)
+                if assignment == "dynamic" and groups > 1:  # every group holds its own fit: its norm is how well
+                    members = slice(None)  # that group reconstructs the segment (the group bases are orthonormal)
                 coefs[members, block] = least_squares_coefficients(stacked[members], quantized_basis[block]).float()
+                members = slice(None) if segment_group is None else segment_group == g
                 projected = (stacked[members] @ basis[block].T) @ basis[block]  # the basis rows are orthonormal
                 residual[members] = (stacked[members] - projected).square().sum(1)
+            if learned:  # the fixed decomposition as the start, every group open to the fine-tune
+                segment_group = torch.full((stacked.shape[0],), pending, dtype=torch.long, device=stacked.device)
             start = 0
             for layer in new_layers:
                 count = layer.out_rows * layer.segments
@@ -463,6 +483,9 @@ def to_basisn(
             del coefs
             quantized_weights = _refit_scales(new_layers, rows)
             errors = _errors(new_layers, rows, norms, quantized_weights, residual)
+    elif learned:  # the structure only (a checkpoint loads over it): unassigned like a fresh decomposition
+        for layer in new_layers:
+            layer.segment_group.fill_(pending)
     for unit in units:
         for member in unit.tied:
             _share_coefficients(unit, member)
@@ -488,6 +511,7 @@ def to_basisn(
         groups=groups,
         exclude=list(exclude),
         coef_scale=coef_scale,
+        assignment=assignment,
     )
     shared = {
         unit.name: unit.places[1:] + [name for member in unit.tied for name in member.places]
@@ -532,8 +556,16 @@ def _errors(layers, rows, norms, quantized, residual) -> list[tuple[float, float
     return errors
 
 
+def _active_coefficients(layer: BasisLayer) -> int:
+    """Coefficients the layer's segments may use: n/G each, n for a segment not assigned to a group yet (-1)."""
+    bank = layer.bank
+    if layer.segment_group is None:
+        return layer.out_rows * layer.segments * bank.n_basis
+    unassigned = int((layer.segment_group < 0).sum())
+    return unassigned * bank.n_basis + (layer.segment_group.numel() - unassigned) * bank.group_size
+
+
 def _report(units: list[_Unit], errors: list[tuple[float, float]] | None) -> list[dict]:
-    group_size = units[0].layer.bank.group_size
     report = []
     for index, unit in enumerate(units):
         layer = unit.layer
@@ -543,7 +575,7 @@ def _report(units: list[_Unit], errors: list[tuple[float, float]] | None) -> lis
                 kind=unit.kind,
                 weight_shape=list(unit.weight.shape),
                 segments=layer.out_rows * layer.segments,
-                coefficients=layer.out_rows * layer.segments * group_size,
+                coefficients=_active_coefficients(layer),
                 weights=unit.weight.numel(),
                 rel_error=errors[index][0] if errors else None,
                 rel_error_unquantized=errors[index][1] if errors else None,
@@ -632,7 +664,17 @@ def save_basisn(model: nn.Module, path: str | os.PathLike, extra: dict | None = 
     atomic_torch_save(payload, path)
 
 
-CONFIG_KEYS = ("n_basis", "segment_len", "coef_bits", "coef_quant", "basis_bits", "groups", "exclude", "coef_scale")
+CONFIG_KEYS = (
+    "n_basis",
+    "segment_len",
+    "coef_bits",
+    "coef_quant",
+    "basis_bits",
+    "groups",
+    "exclude",
+    "coef_scale",
+    "assignment",  # absent in files written before it existed: "fixed"
+)
 
 
 def load_basisn(model: nn.Module, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -25,6 +25,9 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 QUANTIZERS = ("uniform", "pow2")
+# segment_group values of a learned group assignment before it hardens (basisn.parallel, docs/method.md §1.3)
+UNASSIGNED = -1  # every group active (the "learned" option's open phase)
+DYNAMIC = -2  # each pass uses the group of largest coefficient norm; gradients reach every group (straight-through)
 COEF_SCALES = ("channel", "layer")
 
 
@@ -188,7 +191,7 @@ class BasisLayer(nn.Module):
         self.coef = nn.Parameter(torch.empty(out_rows, self.segments, bank.n_basis))
         self.scale = nn.Parameter(torch.ones(out_rows))
         self.bias = nn.Parameter(torch.zeros(out_rows)) if bias else None
-        if bank.groups > 1:  # which basis group each segment may use (fixed at decomposition)
+        if bank.groups > 1:  # which basis group each segment may use (-1: any, until a learned assignment hardens)
             self.register_buffer("segment_group", torch.zeros(out_rows, self.segments, dtype=torch.long))
         else:
             self.segment_group = None
@@ -398,7 +401,16 @@ def _quantized_coefficients(layers: list[BasisLayer]) -> Tensor:
     if first.bank.groups > 1:
         segment_group = torch.cat([layer.segment_group.reshape(-1) for layer in layers])
         vector_group = torch.arange(n_basis, device=coefs.device) // first.bank.group_size
-        coefs = coefs * (vector_group[None, :] == segment_group[:, None]).to(coefs.dtype)
+        dynamic = segment_group == DYNAMIC
+        if bool(dynamic.any()):  # this pass's group: the largest coefficient norm (what hardening would pick)
+            norms = coefs.detach().view(-1, first.bank.groups, first.bank.group_size).norm(dim=-1)
+            segment_group = torch.where(dynamic, norms.argmax(dim=1), segment_group)
+        # -1: not assigned yet (learned assignment before hardening, basisn.parallel): every group is active
+        active = (vector_group[None, :] == segment_group[:, None]) | (segment_group[:, None] == UNASSIGNED)
+        masked = coefs * active.to(coefs.dtype)
+        # dynamic segments: forward the masked value, backward to every group (a straight-through estimator),
+        # so an inactive group's coefficients keep learning and can overtake the active one
+        coefs = torch.where(dynamic[:, None], straight_through(coefs, masked), masked) if bool(dynamic.any()) else masked
     if first.coef_bits is not None:
         # the quantizer's range: max |coef| per output channel (or per layer), from the current values
         row_of_segment, layer_of_segment = _segment_index(layers, coefs.device)

@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from basisn.parallel import check_alternate
+
 
 class ParamsError(ValueError):
     """A params.yaml problem; the message is one line naming the key, the value and what is allowed."""
@@ -165,10 +167,20 @@ SCHEMA: dict[str, Any] = {
         "coef_scale": choice("channel", "layer"),
         "basis_bits": integer(2, 16, optional=True),
         "groups": integer(1),
-        "assignment": choice("fixed", "learned"),
+        "assignment": choice("fixed", "learned", "dynamic"),
         "exclude": list_of(string(), non_empty=False),
     },
-    "finetune": dict(_TRAINING, kd_alpha=number(0.0, 1.0), kd_temperature=number(0.0, low_open=True)),
+    "finetune": dict(
+        _TRAINING,
+        kd_alpha=number(0.0, 1.0),
+        kd_temperature=number(0.0, low_open=True),
+        group_lasso=number(0.0),
+        harden_at=number(0.0, 1.0, low_open=True),
+        alternate=Rule(
+            "null (joint update) or a mapping {coef_steps: k1, basis_steps: k2} of integers >= 1",
+            lambda v: check_alternate(v) is None,
+        ),
+    ),
     "sweep": {
         "n_basis": list_of(integer(1)),
         "coef_bits": list_of(integer(2, 16)),

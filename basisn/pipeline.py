@@ -392,7 +392,8 @@ def basis_tables(decomposed: torch.nn.Module, finetuned: torch.nn.Module, out: P
                 coefs = torch.where(channel_max > 0, coefs / channel_max.clamp_min(1e-30), coefs)
                 if layer.segment_group is not None:  # keep only the coefficients a segment may use
                     group_of_vector = torch.arange(coefs.shape[-1]) // layer.bank.group_size
-                    coefs = coefs[group_of_vector[None, None, :] == layer.segment_group[:, :, None]]
+                    group = layer.segment_group[:, :, None]  # -1: not assigned yet, every vector may be used
+                    coefs = coefs[(group_of_vector[None, None, :] == group) | (group < 0)]
                 values, counts = torch.unique(coefs.flatten().round(decimals=6), return_counts=True)
                 coef_rows.append(
                     pd.DataFrame(dict(stage=stage, layer=name, value=values.numpy(), count=counts.numpy()))

@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
+from basisn import parallel
 from basisn.atomic import atomic_torch_save, atomic_write_json
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -68,6 +69,8 @@ class TrainConfig:
 
     kd_alpha weighs the distillation term (0: plain cross-entropy, no teacher needed); amp (bf16 autocast) and
     channels_last (NHWC) applies on every device; grad_clip is a max global gradient norm (None: no clipping).
+    group_lasso / harden_at drive a learned group assignment (used only while the model has unassigned segments)
+    and alternate ({coef_steps, basis_steps} or None: joint) the alternating optimisation (basisn.parallel).
     """
 
     epochs: int
@@ -85,6 +88,9 @@ class TrainConfig:
     log_interval: int = 10
     compile: bool = False
     grad_clip: float | None = None
+    group_lasso: float = 0.0
+    harden_at: float = 0.25
+    alternate: dict | None = None
 
     def __post_init__(self) -> None:
         _require("epochs", self.epochs, _is_int(self.epochs) and self.epochs >= 1, "an integer >= 1")
@@ -114,6 +120,14 @@ class TrainConfig:
         _require("log_interval", li, _is_int(li) and li >= 1, "an integer >= 1")
         gc = self.grad_clip
         _require("grad_clip", gc, gc is None or (_is_number(gc) and gc > 0), "null or a finite number > 0")
+        gl = self.group_lasso
+        _require("group_lasso", gl, _is_number(gl) and gl >= 0, "a finite number >= 0")
+        ha = self.harden_at
+        _require("harden_at", ha, _is_number(ha) and 0 < ha <= 1, "a number in (0, 1]")
+        problem = parallel.check_alternate(self.alternate)
+        _require("alternate", self.alternate, problem is None, problem or "")
+        if self.alternate is not None:  # a plain dict in a fixed key order: compared and saved in checkpoints
+            object.__setattr__(self, "alternate", {k: self.alternate[k] for k in parallel.ALTERNATE_KEYS})
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -344,6 +358,13 @@ def _show_progress_bar(rank: int) -> bool:
     return rank == 0 and sys.stderr.isatty() and os.environ.get("CI", "").lower() != "true"
 
 
+def _harden(model: nn.Module, optimizer: torch.optim.Optimizer, step: int, log: Callable[[str], None]) -> bool:
+    """Harden a learned group assignment (basisn.parallel.harden); True once no segment is unassigned."""
+    assigned = parallel.harden(model, optimizer)
+    log(f"step {step}: learned group assignment hardened ({assigned} segments assigned to one group each)")
+    return not parallel.assignment_pending(model)
+
+
 def fit(
     model: nn.Module,
     train_loader: Batches,
@@ -383,6 +404,8 @@ def fit(
         if rank == 0:
             print(message, flush=True)
 
+    if config.alternate is not None:
+        parallel.basis_parameter(model)  # refuses a model without a basis, before any work
     seed_everything(config.seed)
     model.to(device)
     if channels_last:
@@ -396,6 +419,7 @@ def fit(
     )
     warmup_steps, total_steps = config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch
     scheduler = LambdaLR(optimizer, lambda step: lr_factor(step, warmup_steps, total_steps))
+    hardening_step = parallel.harden_step(config.harden_at, total_steps)
 
     run_settings = dict(dataclasses.asdict(config), world_size=world_size, steps_per_epoch=steps_per_epoch)
     start_epoch, global_step, history, num_classes = 0, 0, [], None
@@ -409,6 +433,9 @@ def fit(
         history, num_classes = list(checkpoint["history"]), checkpoint["num_classes"]
         _set_rng_state(checkpoint["rng"][rank], device)
         log(f"resuming from {checkpoint_path} after epoch {start_epoch}/{config.epochs}")
+    pending = parallel.assignment_pending(model)  # learned group assignment, not hardened yet
+    if pending and global_step >= hardening_step:  # cannot happen after a step of this loop; kept for safety
+        pending = not _harden(model, optimizer, global_step, log)
 
     # DDP hooks gradients, not layers: parameters shared by many layers (the BasisN basis, rebuilt into every
     # layer's weight by a forward pre-hook on the root module) are all-reduced once, like any other.
@@ -447,11 +474,24 @@ def fit(
                     loss = (1 - config.kd_alpha) * loss + config.kd_alpha * kd
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.alternate is not None:  # SGD skips a parameter without a gradient: no momentum, no decay
+                for frozen in parallel.frozen_this_step(model, config.alternate, global_step):
+                    frozen.grad = None
             if config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            step_lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
+            if pending and parallel.in_coefficient_phase(config.alternate, global_step):
+                parallel.group_lasso_prox(
+                    model,
+                    parallel.group_lasso_threshold(
+                        config.group_lasso, global_step + 1, hardening_step, step_lr / config.lr
+                    ),
+                )
             global_step += 1
+            if pending and global_step >= hardening_step:
+                pending = not _harden(model, optimizer, global_step, log)
             num_classes = logits.shape[1]
             totals[0] += loss.detach().double() * len(labels)
             totals[1] += (logits.argmax(1) == labels).sum()
@@ -506,6 +546,9 @@ def fit(
 
     if use_kd:
         teacher.train(teacher_was_training)
+    if parallel.assignment_pending(model):  # never leave an unassigned model (a checkpoint of an older run)
+        _harden(model, optimizer, global_step, log)
+        last_test = None
     if last_test is None:  # resumed a finished run: score the checkpoint's model once more
         last_test = evaluate(model, test_loader, num_classes, device, channels_last)
     train_seconds = sum(h["train_seconds"] for h in history)

@@ -83,13 +83,19 @@ class TinyNet(nn.Module):
         return self.head(self.drop(torch.relu(self.bn(self.conv(x))).flatten(1)))
 
 
-def make_model(seed: int = 0, basisn: bool = False) -> nn.Module:
+def make_model(seed: int = 0, basisn: bool = False, groups: int = 1, assignment: str = "fixed") -> nn.Module:
     """The tiny net, or its BasisN version (one shared basis rebuilt into both layers by a forward pre-hook)."""
     torch.manual_seed(seed)
     model = TinyNet()
     if basisn:
-        model, _ = to_basisn(model, n_basis=6, segment_len=9, coef_bits=4, basis_bits=8)
+        settings = dict(n_basis=6, segment_len=9, coef_bits=4, basis_bits=8, groups=groups, assignment=assignment)
+        model, _ = to_basisn(model, **settings)
     return model
+
+
+# the parallelization-aware options (basisn.parallel): 18 steps, hardening after step 9, 2 + 1 step phases
+PARALLEL_MODEL = dict(basisn=True, groups=3, assignment="learned")
+PARALLEL_CONFIG = dict(group_lasso=0.5, harden_at=0.5, alternate={"coef_steps": 2, "basis_steps": 1})
 
 
 def make_loaders(seed: int = 0, rank: int = 0, world_size: int = 1) -> tuple[SyntheticLoader, SyntheticLoader]:
@@ -110,19 +116,21 @@ def main() -> None:
     parser.add_argument("--result-dir", required=True)
     parser.add_argument("--kill-at-step", type=int, default=None)
     parser.add_argument("--basisn", action="store_true")
+    parser.add_argument("--parallel", action="store_true", help="learned assignment + alternating phases")
     args = parser.parse_args()
     torch.set_num_threads(1)  # bit-identical results between the runs that a test compares
 
     rank, world_size, _, device = init_distributed()
     try:
         train, test = make_loaders(rank=rank, world_size=world_size)
-        model = make_model(basisn=args.basisn)
+        model = make_model(**PARALLEL_MODEL) if args.parallel else make_model(basisn=args.basisn)
+        config = make_config(**PARALLEL_CONFIG) if args.parallel else make_config()
 
         def maybe_die(step: int) -> None:
             if step == args.kill_at_step:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        metrics = fit(model, train, test, make_config(), args.out_dir, device=device, on_step=maybe_die)
+        metrics = fit(model, train, test, config, args.out_dir, device=device, on_step=maybe_die)
         result_dir = Path(args.result_dir)
         result_dir.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), result_dir / f"state_rank{rank}.pt")

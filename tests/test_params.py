@@ -58,6 +58,13 @@ def test_profile_overrides_only_what_it_names():
         (lambda r: r["data"].update(test_subset=9), "data.test_subset=9 is not allowed for fashion_mnist"),
         (lambda r: r["decompose"].update(segment_len=100000), "decompose.segment_len=100000"),
         (lambda r: r["sweep"].update(n_basis=[256]), "sweep.n_basis contains 256"),
+        (lambda r: r["decompose"].update(assignment="soft"), "decompose.assignment='soft'"),
+        (lambda r: r["finetune"].update(group_lasso=-0.1), "finetune.group_lasso=-0.1"),
+        (lambda r: r["finetune"].update(harden_at=0), "finetune.harden_at=0 is not allowed"),
+        (lambda r: r["finetune"].update(harden_at=1.5), "finetune.harden_at=1.5 is not allowed"),
+        (lambda r: r["finetune"].update(alternate={"coef_steps": 2}), "finetune.alternate={'coef_steps': 2}"),
+        (lambda r: r["finetune"].update(alternate={"coef_steps": 0, "basis_steps": 1}), "finetune.alternate="),
+        (lambda r: r["finetune"].update(alternate=5), "finetune.alternate=5 is not allowed; allowed: null"),
     ],
 )
 def test_bad_params_give_one_line_naming_the_problem(tmp_path, edit, message):

@@ -318,6 +318,11 @@ def _run_hooked(model: nn.Module, x: torch.Tensor, params: dict[str, torch.Tenso
     return seen
 
 
+def _has_unassigned_segments(module: nn.Module) -> bool:
+    group = getattr(module, "segment_group", None)
+    return isinstance(group, torch.Tensor) and bool((group < 0).any())
+
+
 def _network_basis(model: nn.Module) -> BasisSpec | None:
     banks = {id(m.bank): m.bank for m in model.modules() if _is_basis(m) and getattr(m, "bank", None) is not None}
     if not banks:
@@ -325,6 +330,12 @@ def _network_basis(model: nn.Module) -> BasisSpec | None:
     if len(banks) > 1:
         raise ValueError(f"model has {len(banks)} different basis banks; the cost model expects one shared basis")
     bank = next(iter(banks.values()))
+    unassigned = [m for m in model.modules() if _is_basis(m) and _has_unassigned_segments(m)]
+    if unassigned:
+        raise ValueError(
+            f"model has {len(unassigned)} basis layer(s) with segments not assigned to a basis group yet "
+            "(segment_group -1: a learned assignment before its fine-tune hardened it); cost the fine-tuned model"
+        )
     # the coefficient quantizer sets the energy of a coefficient MAC (a pow2 coefficient is a shift and an add);
     # to_basisn gives every layer the same one, so the first layer's is the network's
     first = next(m for m in model.modules() if _is_basis(m) and getattr(m, "bank", None) is bank)
