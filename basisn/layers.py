@@ -437,7 +437,7 @@ def _quantized_coefficients(layers: list[BasisLayer]) -> Tensor:
         n_ranges = sum(layer.out_rows for layer in layers) if first.coef_scale == "channel" else len(layers)
         with torch.no_grad():  # the straight-through estimator below needs no graph of the quantizer
             detached = values.detach()
-            largest = torch.linalg.vector_norm(detached, ord=math.inf, dim=1)  # max |coef|, in one pass
+            largest = detached.abs().amax(dim=1)  # (torch.linalg.vector_norm(ord=inf) is 40x slower here)
             max_abs = torch.zeros(n_ranges, device=coefs.device, dtype=coefs.dtype).scatter_reduce(
                 0, range_of_segment, largest, reduce="amax"
             )
@@ -583,9 +583,36 @@ def _sync_bank(model: nn.Module) -> BasisBank:
     return bank
 
 
+def _rebuild_state(bank: BasisBank) -> tuple:
+    """What the rebuilt weights depend on: every tensor they are made of (identity, storage, in-place version),
+    the layers' settings and layouts, and the autocast state. Equal states give equal weights."""
+    device_type = bank.weight.device.type
+    autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    tensors = [bank.weight]
+    settings = [bank.basis_bits, autocast and torch.get_autocast_dtype(device_type)]
+    for layer in bank.layers:
+        tensors += [layer.coef, layer.scale] + ([] if layer.segment_group is None else [layer.segment_group])
+        settings += [id(layer), layer.coef_bits, layer.coef_quant, layer.coef_scale, getattr(layer, "channels_last", 0)]
+    return tuple(settings) + tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in tensors), tensors
+
+
 def _rebuild_before_forward(model: nn.Module, args: object) -> None:
+    """Rebuild every layer's weight for this pass. In eval mode without autograd the weights of the last such
+    pass are reused while nothing they depend on changed (optimizer steps, load_state_dict, .to() all change
+    a parameter's version or storage); in training, or with autograd on, they are always rebuilt."""
     bank = _sync_bank(model)
-    for layer, weight in zip(bank.layers, _rebuild(bank.layers)):
+    if model.training or torch.is_grad_enabled():
+        bank.__dict__.pop("_eval_weights", None)
+        weights = _rebuild(bank.layers)
+    else:
+        state, tensors = _rebuild_state(bank)
+        cached = bank.__dict__.get("_eval_weights")
+        if cached is None or cached[0] != state:
+            # the cache holds the tensors of `state` too, so their ids cannot be reused while it is kept
+            cached = (state, _rebuild(bank.layers), tensors)
+            bank.__dict__["_eval_weights"] = cached
+        weights = cached[1]
+    for layer, weight in zip(bank.layers, weights):
         layer.__dict__["_rebuilt"] = weight
 
 
