@@ -19,11 +19,11 @@ from torch.nn.utils import parametrize
 
 from basisn.atomic import atomic_torch_save
 from basisn.layers import (
-    DYNAMIC,
-    UNASSIGNED,
     COEF_SCALES,
+    DYNAMIC,
     MHA_PROJECTIONS,
     QUANTIZERS,
+    UNASSIGNED,
     BasisBank,
     BasisConv2d,
     BasisLayer,
@@ -39,7 +39,8 @@ from basisn.layers import (
 )
 
 INITS = ("svd", "random", "none")
-ASSIGNMENTS = ("fixed", "learned", "dynamic")  # how each segment's basis group is chosen when groups > 1 (docs/method.md §1.3)
+# how each segment chooses its basis group when groups > 1 (docs/method.md §1.3)
+ASSIGNMENTS = ("fixed", "learned", "dynamic")
 CHECKPOINT_FORMAT = "basisn-model/1"
 
 

@@ -313,15 +313,15 @@ class BasisConv2d(BasisLayer):
         return not self.layout_probe.is_contiguous()
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.weight
-        if self.channels_last or (
+        weight = self.weight  # already NHWC when the layer is channels_last (see _rebuild)
+        if not self.channels_last and (
             x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         ):
-            # The rebuilt weight is a strided NCHW view. oneDNN/cuDNN are fast on NHWC activations only with an NHWC
+            # An NCHW layer fed NHWC activations. oneDNN/cuDNN are fast on NHWC activations only with an NHWC
             # weight, and the output layout follows the weight's strides when the input is ambiguous (one channel),
-            # so a channels_last model copies its weight into NHWC strides here: one copy, the one the conv would
-            # otherwise make. clone, not .contiguous(): a one-channel kernel counts as NHWC-contiguous in any
-            # strides, and only clone(memory_format=...) writes the strides oneDNN/cuDNN read as NHWC.
+            # so the weight is copied into NHWC strides here: one copy, the one the conv would otherwise make.
+            # clone, not .contiguous(): a one-channel kernel counts as NHWC-contiguous in any strides, and only
+            # clone(memory_format=...) writes the strides oneDNN/cuDNN read as NHWC.
             weight = weight.clone(memory_format=torch.channels_last)
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
@@ -393,49 +393,157 @@ def _segment_index(layers: list[BasisLayer], device: torch.device) -> tuple[Tens
     return cache[layout]
 
 
+def _group_layout(layers: list[BasisLayer], device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """(group of every segment, or -1; the a = n/G active columns of every segment, or None if any is -1).
+
+    Built from the layers' `segment_group` buffers and cached on the bank until one of them changes (its
+    `_version` or storage): a hardened model (no -1) then gathers its active columns instead of masking all n.
+    """
+    bank = layers[0].bank
+    groups = [layer.segment_group for layer in layers]
+    key = (tuple((id(g), g._version, g.data_ptr(), g.shape) for g in groups), str(device))
+    cached = bank.__dict__.get("_group_layout_cache")
+    if cached is None or cached[0] != key:
+        segment_group = torch.cat([g.reshape(-1) for g in groups]).to(device)
+        columns = None
+        if bool((segment_group >= 0).all()):  # hardened: every segment has its one group
+            offsets = torch.arange(bank.group_size, device=device)
+            columns = segment_group[:, None] * bank.group_size + offsets[None, :]
+        cached = (key, segment_group, columns, groups)  # holding `groups` keeps their ids from being reused
+        bank.__dict__["_group_layout_cache"] = cached
+    return cached[1], cached[2]
+
+
 def _quantized_coefficients(layers: list[BasisLayer]) -> Tensor:
-    """Q_c of every layer's coefficients, (all segments, n), computed on the concatenation in a few kernels."""
+    """Q_c of every layer's coefficients, (all segments, n), computed on the concatenation in a few kernels.
+
+    With groups (G > 1) a hardened model quantizes only each segment's a = n/G active coefficients (gathered)
+    and scatters them into zeros; a model with unassigned segments (segment_group -1: all n active) masks
+    instead. Both give the same values: masked coefficients quantize to +0 and never raise a row's range.
+    """
     first = layers[0]
-    n_basis = first.bank.n_basis
+    bank = first.bank
+    n_basis = bank.n_basis
     coefs = torch.cat([layer.coef.reshape(-1, n_basis) for layer in layers])  # (all segments, n)
-    if first.bank.groups > 1:
-        segment_group = torch.cat([layer.segment_group.reshape(-1) for layer in layers])
-        vector_group = torch.arange(n_basis, device=coefs.device) // first.bank.group_size
-        dynamic = segment_group == DYNAMIC
-        if bool(dynamic.any()):  # this pass's group: the largest coefficient norm (what hardening would pick)
-            norms = coefs.detach().view(-1, first.bank.groups, first.bank.group_size).norm(dim=-1)
-            segment_group = torch.where(dynamic, norms.argmax(dim=1), segment_group)
-        # -1: not assigned yet (learned assignment before hardening, basisn.parallel): every group is active
-        active = (vector_group[None, :] == segment_group[:, None]) | (segment_group[:, None] == UNASSIGNED)
-        masked = coefs * active.to(coefs.dtype)
-        # dynamic segments: forward the masked value, backward to every group (a straight-through estimator),
-        # so an inactive group's coefficients keep learning and can overtake the active one
-        coefs = torch.where(dynamic[:, None], straight_through(coefs, masked), masked) if bool(dynamic.any()) else masked
+    columns = None
+    if bank.groups > 1:
+        segment_group, columns = _group_layout(layers, coefs.device)
+        if columns is None:  # some segment is not assigned yet (-1 or -2): mask
+            vector_group = torch.arange(n_basis, device=coefs.device) // bank.group_size
+            dynamic = segment_group == DYNAMIC
+            any_dynamic = bool(dynamic.any())
+            if any_dynamic:  # this pass's group: the largest coefficient norm (what hardening would pick)
+                norms = coefs.detach().view(-1, bank.groups, bank.group_size).norm(dim=-1)
+                segment_group = torch.where(dynamic, norms.argmax(dim=1), segment_group)
+            # -1: not assigned yet (the learned option before hardening): every group is active
+            active = (vector_group[None, :] == segment_group[:, None]) | (segment_group[:, None] == UNASSIGNED)
+            masked = coefs * active.to(coefs.dtype)
+            # dynamic segments: forward the masked value, backward to every group (a straight-through estimator),
+            # so an inactive group's coefficients keep learning and can overtake the active one
+            coefs = torch.where(dynamic[:, None], straight_through(coefs, masked), masked) if any_dynamic else masked
+    values = coefs if columns is None else coefs.gather(1, columns)  # (all segments, n or a)
     if first.coef_bits is not None:
         # the quantizer's range: max |coef| per output channel (or per layer), from the current values
         row_of_segment, layer_of_segment = _segment_index(layers, coefs.device)
         range_of_segment = row_of_segment if first.coef_scale == "channel" else layer_of_segment
         n_ranges = sum(layer.out_rows for layer in layers) if first.coef_scale == "channel" else len(layers)
-        max_abs = torch.zeros(n_ranges, device=coefs.device, dtype=coefs.dtype).scatter_reduce(
-            0, range_of_segment, coefs.detach().abs().amax(dim=1), reduce="amax"
+        with torch.no_grad():  # the straight-through estimator below needs no graph of the quantizer
+            detached = values.detach()
+            largest = detached.abs().amax(dim=1)  # (torch.linalg.vector_norm(ord=inf) is 40x slower here)
+            max_abs = torch.zeros(n_ranges, device=coefs.device, dtype=coefs.dtype).scatter_reduce(
+                0, range_of_segment, largest, reduce="amax"
+            )
+            quantized = quantize(detached, first.coef_bits, first.coef_quant, max_abs[range_of_segment, None])
+        values = straight_through(values, quantized)
+    if columns is None:
+        return values
+    return torch.zeros_like(coefs).scatter(1, columns, values)
+
+
+class _ScaleCombineAssemble(torch.autograd.Function):
+    """w = split((coef_q * scale[row]) @ B_q), per layer cut to its row length, NHWC where the layer wants it.
+
+    One autograd node instead of a dozen (scale gather, multiply, matmul, split, per-layer slice/view/NHWC
+    clone, each with its backward): the backward writes each layer's gradient once, into one (segments, m)
+    buffer, and runs the two matmuls of the rebuild's gradient. The formulas are autograd's own for these ops.
+    Under autocast the matmul runs in the autocast dtype, as `@` would.
+    """
+
+    @staticmethod
+    def forward(ctx, coefs: Tensor, scales: Tensor, basis: Tensor, row_of_segment: Tensor, plan: tuple) -> tuple:
+        row_scale = scales.index_select(0, row_of_segment)[:, None]
+        scaled = coefs * row_scale
+        device_type = coefs.device.type
+        autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+        if autocast:
+            dtype = torch.get_autocast_dtype(device_type)
+            scaled_used, basis_used = scaled.to(dtype), basis.to(dtype)
+            with torch.autocast(device_type, enabled=False):
+                segments = scaled_used @ basis_used  # (all segments, m): the one matmul
+        else:
+            scaled_used, basis_used = scaled, basis
+            segments = scaled_used @ basis_used
+        weights, start = [], 0
+        for count, out_rows, row_len, weight_shape, nhwc in plan:
+            rows = segments[start : start + count].view(out_rows, -1)[:, :row_len]  # drop the padding
+            weight = rows.unflatten(1, weight_shape[1:])
+            weights.append(weight.clone(memory_format=torch.channels_last) if nhwc else weight)
+            start += count
+        ctx.save_for_backward(coefs, row_scale, scaled_used, basis_used, row_of_segment)
+        ctx.plan, ctx.n_rows, ctx.dtypes = plan, scales.shape[0], (coefs.dtype, scales.dtype, basis.dtype)
+        ctx.segment_len = segments.shape[1]
+        return tuple(weights)
+
+    @staticmethod
+    def backward(ctx, *grad_weights: Tensor | None) -> tuple:
+        coefs, row_scale, scaled_used, basis_used, row_of_segment = ctx.saved_tensors
+        grad_segments = torch.empty(
+            scaled_used.shape[0], ctx.segment_len, dtype=scaled_used.dtype, device=scaled_used.device
         )
-        quantized = quantize(coefs, first.coef_bits, first.coef_quant, max_abs[range_of_segment, None])
-        coefs = straight_through(coefs, quantized)
-    return coefs
+        start = 0
+        for (count, out_rows, row_len, weight_shape, _), grad in zip(ctx.plan, grad_weights):
+            rows = grad_segments[start : start + count].view(out_rows, -1)
+            if grad is None:
+                rows.zero_()
+            else:
+                rows[:, :row_len].unflatten(1, weight_shape[1:]).copy_(grad)
+                rows[:, row_len:].zero_()
+            start += count
+        grad_coefs = grad_scales = grad_basis = None
+        coef_dtype, scale_dtype, basis_dtype = ctx.dtypes
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            grad_scaled = grad_segments.mm(basis_used.t()).to(coef_dtype)
+            if ctx.needs_input_grad[0]:
+                grad_coefs = grad_scaled * row_scale
+            if ctx.needs_input_grad[1]:
+                per_segment = (grad_scaled * coefs).sum(1)
+                grad_scales = torch.zeros(ctx.n_rows, dtype=scale_dtype, device=coefs.device)
+                grad_scales.index_add_(0, row_of_segment, per_segment.to(scale_dtype))
+        if ctx.needs_input_grad[2]:
+            grad_basis = scaled_used.t().mm(grad_segments).to(basis_dtype)
+        return grad_coefs, grad_scales, grad_basis, None, None
 
 
 def _rebuild(layers: list[BasisLayer]) -> list[Tensor]:
-    """Weights of `layers` (which share one bank and one quantizer setting) from one matmul."""
+    """Weights of `layers` (which share one bank and one quantizer setting) from one matmul.
+
+    A channels_last conv layer gets its weight in NHWC strides (the one copy its convolution would make).
+    """
     bank = layers[0].bank
     coefs = _quantized_coefficients(layers)
     row_of_segment, _ = _segment_index(layers, coefs.device)
-    scales = torch.cat([layer.scale for layer in layers])[row_of_segment]
-    segments = (coefs * scales[:, None]) @ bank.quantized()  # (all segments, m): the one matmul
-    weights = []
-    for layer, part in zip(layers, segments.split([layer.out_rows * layer.segments for layer in layers])):
-        rows = part.view(layer.out_rows, layer.segments * bank.segment_len)[:, : layer.row_len]  # drop the padding
-        weights.append(rows.unflatten(1, layer.weight_shape[1:]))  # a view: the one copy happens in the conv/linear
-    return weights
+    scales = torch.cat([layer.scale for layer in layers])
+    plan = tuple(
+        (
+            layer.out_rows * layer.segments,
+            layer.out_rows,
+            layer.row_len,
+            layer.weight_shape,
+            isinstance(layer, BasisConv2d) and layer.channels_last,
+        )
+        for layer in layers
+    )
+    return list(_ScaleCombineAssemble.apply(coefs, scales, bank.quantized(), row_of_segment, plan))
 
 
 def basis_layers(model: nn.Module) -> list[tuple[str, BasisLayer]]:
@@ -487,9 +595,36 @@ def _sync_bank(model: nn.Module) -> BasisBank:
     return bank
 
 
+def _rebuild_state(bank: BasisBank) -> tuple:
+    """What the rebuilt weights depend on: every tensor they are made of (identity, storage, in-place version),
+    the layers' settings and layouts, and the autocast state. Equal states give equal weights."""
+    device_type = bank.weight.device.type
+    autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    tensors = [bank.weight]
+    settings = [bank.basis_bits, autocast and torch.get_autocast_dtype(device_type)]
+    for layer in bank.layers:
+        tensors += [layer.coef, layer.scale] + ([] if layer.segment_group is None else [layer.segment_group])
+        settings += [id(layer), layer.coef_bits, layer.coef_quant, layer.coef_scale, getattr(layer, "channels_last", 0)]
+    return tuple(settings) + tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in tensors), tensors
+
+
 def _rebuild_before_forward(model: nn.Module, args: object) -> None:
+    """Rebuild every layer's weight for this pass. In eval mode without autograd the weights of the last such
+    pass are reused while nothing they depend on changed (optimizer steps, load_state_dict, .to() all change
+    a parameter's version or storage); in training, or with autograd on, they are always rebuilt."""
     bank = _sync_bank(model)
-    for layer, weight in zip(bank.layers, _rebuild(bank.layers)):
+    if model.training or torch.is_grad_enabled():
+        bank.__dict__.pop("_eval_weights", None)
+        weights = _rebuild(bank.layers)
+    else:
+        state, tensors = _rebuild_state(bank)
+        cached = bank.__dict__.get("_eval_weights")
+        if cached is None or cached[0] != state:
+            # the cache holds the tensors of `state` too, so their ids cannot be reused while it is kept
+            cached = (state, _rebuild(bank.layers), tensors)
+            bank.__dict__["_eval_weights"] = cached
+        weights = cached[1]
+    for layer, weight in zip(bank.layers, weights):
         layer.__dict__["_rebuilt"] = weight
 
 

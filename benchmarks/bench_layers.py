@@ -1,10 +1,14 @@
 """Basis-mapped layers vs. ordinary ones, side by side in one run: training step, deployed inference, decomposition.
 
-    python benchmarks/bench_layers.py [--device cpu|cuda] [--threads N] [--rounds 7] [--[no-]channels-last]
-                                      [--compile] [--models NAME ...] [--skip-resnet50] [--out results.json]
+    python benchmarks/bench_layers.py [--device cpu|cuda] [--threads N] [--rounds 9] [--[no-]channels-last]
+                                      [--compile] [--models NAME ...] [--groups 1 4 8] [--skip-resnet50]
+                                      [--out results.json]
 
 (1) one SGD training step (forward, backward, update) of a basis-mapped model vs. the same dense model, for the
-default small ResNet (28x28x1) and CIFAR-style ResNet-18 (32x32x3); (2) inference of `to_dense(model)` vs. the
+default small ResNet (28x28x1) and CIFAR-style ResNet-18 (32x32x3), at each bank group count G of `--groups`
+(random valid groups per segment: the cost does not depend on which), plus G = 4 with every segment unassigned
+(segment_group -1, the learned-assignment phase of a fine-tune), and the dense step against an identical dense
+copy (the noise floor of a step ratio); (2) inference of `to_dense(model)` vs. the
 dense model, and of an identical copy of the dense model vs. itself (the noise floor of a ratio); (3) `to_basisn`
 on torchvision ResNet-50. Timings use torch.utils.benchmark; dense and basis-mapped are measured in alternating
 rounds and the ratio is the median of the per-round ratios, so drift of a shared machine cancels instead of
@@ -67,7 +71,7 @@ def median_time(fn, device: torch.device, min_run_time: float) -> float:
 
 
 def compare(reference, candidate, device: torch.device, rounds: int, min_run_time: float) -> dict:
-    """Alternate reference/candidate `rounds` times; per-round ratios, their median."""
+    """Alternate reference/candidate `rounds` times; per-round ratios, their median, min-max and quartiles."""
     for fn in (reference, candidate):  # warm-up (oneDNN/cuDNN algorithm choice, allocator)
         for _ in range(3):
             fn()
@@ -76,7 +80,10 @@ def compare(reference, candidate, device: torch.device, rounds: int, min_run_tim
         times_ref.append(median_time(reference, device, min_run_time))
         times_new.append(median_time(candidate, device, min_run_time))
     ratios = [n / r for n, r in zip(times_new, times_ref)]
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     return dict(
+        ratio_q1=quartiles[0],
+        ratio_q3=quartiles[2],
         reference_s=statistics.median(times_ref),
         candidate_s=statistics.median(times_new),
         ratio=statistics.median(ratios),
@@ -85,11 +92,22 @@ def compare(reference, candidate, device: torch.device, rounds: int, min_run_tim
     )
 
 
+def assign_random_groups(model: torch.nn.Module, groups: int, unassigned: bool) -> torch.nn.Module:
+    """Random valid groups for every segment (or -1, "not assigned yet", for all): step cost does not depend on
+    which group a segment uses, only on whether the model is hardened."""
+    generator = torch.Generator().manual_seed(0)
+    for _, layer in basisn.basis_layers(model):
+        if layer.segment_group is not None:
+            values = torch.randint(0, groups, layer.segment_group.shape, generator=generator)
+            layer.segment_group.copy_(torch.full_like(values, -1) if unassigned else values)
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--min-run-time", type=float, default=0.5)
     parser.add_argument("--n-basis", type=int, default=64)
     parser.add_argument(
@@ -100,6 +118,7 @@ def main() -> None:
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile both models of the training step")
     parser.add_argument("--models", nargs="+", choices=[case[0] for case in CASES], default=[case[0] for case in CASES])
+    parser.add_argument("--groups", type=int, nargs="+", default=[1, 4, 8], help="bank groups G to time")
     parser.add_argument("--skip-resnet50", action="store_true", help="do not time to_basisn(resnet50)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -124,43 +143,57 @@ def main() -> None:
         f"device {results['machine']['device']}, {args.threads} threads, {layout}{compiled_note}, "
         f"torch {torch.__version__}"
     )
-    print(f"{'case':<50} {'reference':>11} {'candidate':>11} {'ratio':>7}  (min-max over {args.rounds} rounds)")
+    print(f"{'case':<58} {'reference':>11} {'candidate':>11} {'ratio':>7}  (IQR; min-max over {args.rounds} rounds)")
     for name, shape, classes, cpu_batch, cuda_batch in [case for case in CASES if case[0] in args.models]:
         batch = cuda_batch if on_cuda else cpu_batch
         dense = build_model(name, classes, shape[0]).to(device)
-        mapped, _ = basisn.to_basisn(copy.deepcopy(dense), args.n_basis)
-        mapped = mapped.to(device)
+        twin_dense = copy.deepcopy(dense)
+        mapped_models = {}  # label -> basis-mapped model
+        for groups in args.groups:
+            mapped, _ = basisn.to_basisn(copy.deepcopy(dense), args.n_basis, groups=groups)
+            mapped_models[f"G={groups}"] = assign_random_groups(mapped.to(device), groups, unassigned=False)
+        if 4 in args.groups and args.n_basis % 4 == 0:
+            mapped, _ = basisn.to_basisn(copy.deepcopy(dense), args.n_basis, groups=4)
+            mapped_models["G=4, unassigned (-1)"] = assign_random_groups(mapped.to(device), 4, unassigned=True)
         x = torch.randn(batch, *shape, device=device)
         y = torch.randint(0, classes, (batch,), device=device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-            for model in (dense, mapped):
+            for model in (dense, twin_dense, *mapped_models.values()):
                 model.to(memory_format=torch.channels_last)
-        dense.train(), mapped.train()
+        for model in (dense, twin_dense, *mapped_models.values()):
+            model.train()
 
         def compare_steps(reference: torch.nn.Module, candidate: torch.nn.Module, x=x, y=y) -> dict:
             steps = (training_step(model, x, y, on_cuda) for model in (reference, candidate))
             return compare(*steps, device, args.rounds, args.min_run_time)
 
         rows = []
-        dense_step, mapped_step = dense, mapped
-        if args.compile:  # compiled vs. eager for each model, then the two compiled models against each other
-            dense_step, mapped_step = torch.compile(dense), torch.compile(mapped)
-            rows.append((f"{name} dense step: eager vs torch.compile", compare_steps(dense, dense_step)))
-            rows.append((f"{name} basisn step: eager vs torch.compile", compare_steps(mapped, mapped_step)))
-        train = compare_steps(dense_step, mapped_step)
-        rows.append((f"{name} train step, batch {batch}" + (" (both compiled)" if args.compile else ""), train))
+        note = " (both compiled)" if args.compile else ""
+        dense_step = torch.compile(dense) if args.compile else dense
+        twin_step = torch.compile(twin_dense) if args.compile else twin_dense
+        rows.append((f"{name} train step: dense copy (noise floor){note}", compare_steps(dense_step, twin_step)))
+        for label, mapped in mapped_models.items():
+            mapped_step = torch.compile(mapped) if args.compile else mapped
+            if args.compile:  # compiled vs. eager for each model, then the two compiled models against each other
+                rows.append((f"{name} {label} basisn step: eager vs compile", compare_steps(mapped, mapped_step)))
+            rows.append((f"{name} train step, batch {batch}, {label}{note}", compare_steps(dense_step, mapped_step)))
+        mapped = mapped_models[next(iter(mapped_models))]
         deployed = basisn.to_dense(mapped).eval()
         dense.eval()
         infer = compare(inference(dense, x), inference(deployed, x), device, args.rounds, args.min_run_time)
         # the same comparison between two identical dense models: how far from 1.000 noise alone moves a ratio
-        twin = copy.deepcopy(dense)
-        control = compare(inference(dense, x), inference(twin, x), device, args.rounds, args.min_run_time)
-        rows += [(f"{name} to_dense inference", infer), (f"{name} dense copy inference (noise floor)", control)]
+        twin_dense.eval()
+        control = compare(inference(dense, x), inference(twin_dense, x), device, args.rounds, args.min_run_time)
+        rows += [
+            (f"{name} to_dense inference ({next(iter(mapped_models))})", infer),
+            (f"{name} dense copy inference (noise floor)", control),
+        ]
         for label, row in rows:
             print(
-                f"{label:<50} {row['reference_s'] * 1e3:>9.2f}ms {row['candidate_s'] * 1e3:>9.2f}ms "
-                f"{row['ratio']:>7.3f}  ({row['ratio_min']:.3f}-{row['ratio_max']:.3f})"
+                f"{label:<58} {row['reference_s'] * 1e3:>9.2f}ms {row['candidate_s'] * 1e3:>9.2f}ms "
+                f"{row['ratio']:>7.3f}  ({row['ratio_q1']:.3f}-{row['ratio_q3']:.3f}; "
+                f"{row['ratio_min']:.3f}-{row['ratio_max']:.3f})"
             )
             results["cases"].append(dict(case=label, **row))
 
@@ -173,7 +206,7 @@ def main() -> None:
             basisn.to_basisn(model, args.n_basis)
             seconds.append(time.perf_counter() - started)
         label = f"to_basisn(resnet50), n_basis={args.n_basis}"
-        print(f"{label:<50} {statistics.median(seconds):>10.2f}s (median of 3)")
+        print(f"{label:<58} {statistics.median(seconds):>10.2f}s (median of 3)")
         results["to_basisn_resnet50_s"] = statistics.median(seconds)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
