@@ -40,6 +40,7 @@ from basisn.atomic import atomic_directory, atomic_write_json
 SCHEMES_PRICED = ("ideal", "reprogram", "reprogram_best", "basisn")
 RATIO_BASELINES = {"reprogram_best": "best", "ideal": "ideal"}  # besides plain reprogram (no suffix)
 MODEL_NETWORK = "pipeline_model"  # the network name of the trained model's own layers in costs.csv
+ASSIGNMENT_KNOBS = ("group_lasso", "harden_at")  # finetune keys that only act on a learned group assignment
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -61,9 +62,10 @@ def configurations(p: dict) -> list[dict]:
         overrides = t["options"][option] or {}
         decompose = params_module.merge(p["decompose"], overrides.get("decompose") or {})
         decompose.update(groups=groups, coef_bits=coef_bits)
-        if groups == 1 and "assignment" in decompose:  # one group: nothing to assign
-            decompose["assignment"] = "fixed"
         finetune = params_module.merge(p["finetune"], overrides.get("finetune") or {})
+        if groups == 1:  # one group: nothing to assign, the assignment's knobs do nothing (one training for all)
+            decompose["assignment"] = p["decompose"]["assignment"]
+            finetune.update({k: p["finetune"][k] for k in ASSIGNMENT_KNOBS})
         if schedule == "short":
             epochs = t["finetune_epochs"]
             finetune.update(epochs=epochs, warmup_epochs=min(finetune["warmup_epochs"], epochs))
@@ -179,10 +181,8 @@ def _finetune_stage_result(row: dict, p: dict, finetune_dir: Path) -> dict | Non
     except (OSError, json.JSONDecodeError):
         return None
     same = all(stage_params.get(k) == p[k] for k in ("data", "model", "train", "seed"))
-    stage_decompose = dict(stage_params.get("decompose", {}))
-    if stage_decompose.get("groups") == 1 and "assignment" in stage_decompose:
-        stage_decompose["assignment"] = "fixed"
-    same = same and stage_decompose == row["decompose"] and stage_params.get("finetune") == row["finetune"]
+    same = same and stage_params.get("decompose") == row["decompose"]
+    same = same and stage_params.get("finetune") == row["finetune"]
     return metrics if same and row["train_images_subset"] == p["data"]["subset"] else None
 
 
