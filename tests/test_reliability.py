@@ -98,6 +98,12 @@ BAD_PARAMS = [
     ("decompose", lambda r: r["decompose"].update(segment_len=100000), "decompose.segment_len=100000"),
     ("train", lambda r: r["hardware"].update(crossbars=[10**18]), f"hardware.crossbars contains {10**18}"),
     ("sweep", lambda r: r["finetune"].update(warmup_epochs=2), "sweep.finetune_epochs=1 (the sweep's fine-tune)"),
+    ("tradeoff", lambda r: r["tradeoff"].update(best="nope"), "tradeoff.best='nope' is not one of tradeoff.options"),
+    (
+        "tradeoff",
+        lambda r: r["tradeoff"]["options"].update(x={"decompose": {"assignment": "magic"}}),
+        "tradeoff.options.x.decompose.assignment='magic' is not allowed",
+    ),
     (
         "train",
         lambda r: r["profiles"]["smoke"].update(hardware={"preset": "turbo"}),
@@ -110,7 +116,7 @@ BAD_PARAMS = [
 @pytest.mark.parametrize(("stage", "edit", "message"), BAD_PARAMS, ids=[m for _, _, m in BAD_PARAMS])
 def test_bad_params_are_one_line_before_any_work(tmp_path, traps, capsys, stage, edit, message):
     dense = dense_file(tmp_path)
-    extra = ["--dense", str(dense)] if stage in ("decompose", "sweep") else []
+    extra = ["--dense", str(dense)] if stage in ("decompose", "sweep", "tradeoff") else []
     code = cli([stage, "--params", str(params_file(tmp_path, edit)), "--out", str(tmp_path / "out"), *extra])
     assert code == 2
     assert message in one_line(capsys)
