@@ -181,6 +181,14 @@ NOTEBOOKS: dict[str, dict] = {
                 "pareto_edp",
                 "pareto_cycles",
             ],
+            "headline_tradeoff_targets": [
+                "groups",
+                "option",
+                "accuracy_loss_pp",
+                "target_loss_pp",
+                "miss_pp",
+                "meets_target",
+            ],
         },
     },
     "learned_basis": {
@@ -401,6 +409,17 @@ def test_tradeoff_rows_are_the_trained_configurations_priced_by_the_cost_model(e
             better = (loss <= row.accuracy_loss_pp) & (frame[cost] <= getattr(row, cost))
             strictly = (loss < row.accuracy_loss_pp) | (frame[cost] < getattr(row, cost))
             assert not (better & strictly).any()
+
+
+def test_tradeoff_targets_are_the_full_fine_tunes_at_the_target_g(executed):
+    frame = table(executed, "tradeoff", "headline_tradeoff")
+    targets = table(executed, "tradeoff", "headline_tradeoff_targets")
+    full = frame[(frame["schedule"] == "full") & frame["groups"].isin([4, 8])]
+    assert sorted(zip(targets["groups"], targets["option"])) == sorted(zip(full["groups"], full["option"]))
+    merged = targets.merge(full, on=["groups", "option"], suffixes=("", "_table"))
+    assert merged["accuracy_loss_pp"].to_numpy() == pytest.approx(merged["accuracy_loss_pp_table"].to_numpy())
+    assert (targets["miss_pp"] == targets["accuracy_loss_pp"] - targets["target_loss_pp"]).all()
+    assert (targets["meets_target"] == (targets["miss_pp"] <= 0)).all()
 
 
 def test_energy_rows(executed, hw):

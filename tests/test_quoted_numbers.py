@@ -296,6 +296,43 @@ QUOTES += [
     ],
 ]
 
+# README, "The headline on one configuration" (the tradeoff stage's table and its accuracy targets)
+TRADEOFF, TARGETS = "paper_figures/headline_tradeoff.csv", "paper_figures/headline_tradeoff_targets.csv"
+CHEAPEST = "key == 'G4-b4-fixed-full'"  # the cheapest configuration within 1 pp of dense, as CLAIMS.md row 12 names it
+QUOTES += [
+    Quote(
+        "README.md", r"G = 4 with the fixed mask: \*\*(?P<value>[\d.]+)%\*\*", TRADEOFF, "accuracy", CHEAPEST, scale=100
+    ),
+    Quote("README.md", r"\(\*\*(?P<value>-[\d.]+) pp\*\*\), EDP", TRADEOFF, "accuracy_loss_pp", CHEAPEST, scale=-1),
+    Quote("README.md", r"EDP \*\*(?P<value>[\d.]+)%\*\* of the best", TRADEOFF, "edp_vs_best", CHEAPEST, scale=100),
+    Quote("README.md", r"but cycles \*\*(?P<value>[\d.]+)%\*\*", TRADEOFF, "cycles_vs_best", CHEAPEST, scale=100),
+    Quote(
+        "README.md",
+        r"`learned` loses\s+(?P<value>[\d.]+) pp at G = 2",
+        TRADEOFF,
+        "accuracy_loss_pp",
+        "key == 'G2-b4-learned-full'",
+    ),
+    *[
+        Quote("README.md", pattern, TARGETS, column, f"groups == {groups} and option == 'learned'")
+        for groups, column, pattern in (
+            (4, "accuracy_loss_pp", r"\*\*(?P<value>[\d.]+) pp at G = 4\*\*"),
+            (4, "target_loss_pp", r"at G = 4\*\* \(target (?P<value>[\d.]+) pp"),
+            (4, "miss_pp", r"at G = 4\*\* \(target [\d.]+ pp: missed by (?P<value>[\d.]+) pp"),
+            (8, "accuracy_loss_pp", r"\*\*(?P<value>[\d.]+) pp at G = 8\*\*"),
+            (8, "target_loss_pp", r"at G = 8\*\* \(target (?P<value>[\d.]+) pp"),
+            (8, "miss_pp", r"at G = 8\*\* \(target [\d.]+ pp:\s+missed by (?P<value>[\d.]+) pp"),
+        )
+    ],
+    *[
+        Quote("README.md", pattern, TARGETS, "accuracy_loss_pp", f"groups == {groups} and option == 'fixed'")
+        for groups, pattern in (
+            (4, r"the fixed mask of the same run loses (?P<value>[\d.]+) and [\d.]+ pp"),
+            (8, r"the fixed mask of the same run loses [\d.]+ and (?P<value>[\d.]+) pp"),
+        )
+    ],
+]
+
 
 def reference_value(quote: Quote) -> float:
     path = ROOT / quote.reference
