@@ -157,13 +157,11 @@ def configuration_costs(
     `networks`: name -> NetworkShapes; a plain network takes `spec`, a basis-mapped one (the trained model) keeps
     its own basis, which is `spec` by construction. One row per network x N x preset (docs/figures.md).
     """
-    from basisn.hardware import NetworkShapes, ratios, sweep
+    from basisn.hardware import ratios, sweep
+    from basisn.hardware.report import _with_basis
 
     frames = []
-    nets = {
-        name: shapes if shapes.basis is not None else NetworkShapes(shapes.name, shapes.input_size, shapes.layers, spec)
-        for name, shapes in networks.items()
-    }
+    nets = {name: _with_basis(shapes, spec) for name, shapes in networks.items()}
     for preset_name, config in configs.items():
         frame = sweep(nets, config, crossbars, schemes=SCHEMES_PRICED, batch=batch)
         frames.append(ratios(frame, others=RATIO_BASELINES).assign(preset=preset_name))
@@ -217,7 +215,6 @@ def _main(argv: list[str]) -> int:
 def _stage(p: dict, args: argparse.Namespace, dense: torch.nn.Module, meta: dict, hw: dict, configs: dict) -> int:
     from basisn.atomic import atomic_write
     from basisn.basis import to_basisn
-    from basisn.hardware import BasisSpec, layer_shapes
     from basisn.hardware.report import paper_shapes
     from basisn.pipeline import CHECKPOINT_ROOT, _loaders, _report_totals
     from basisn.train import TrainConfig, evaluate, fit
@@ -276,16 +273,9 @@ def _stage(p: dict, args: argparse.Namespace, dense: torch.nn.Module, meta: dict
                 accuracy_minus_dense_pp=100 * (result["accuracy"] - dense_accuracy),
             )
         )
-        spec = BasisSpec(
-            row["decompose"]["n_basis"],
-            row["decompose"]["segment_len"],
-            row["groups"],
-            row["coef_bits"],
-            row["decompose"]["coef_quant"],
-        )
-        model_shapes = layer_shapes(model, (meta["in_channels"], *meta["input_size"]))
-        networks = {MODEL_NETWORK: _renamed(model_shapes, MODEL_NETWORK)} | papers
-        cost = configuration_costs(spec, networks, configs, hw["report_crossbars"], hw["batch"])
+        model_shapes = priced_shapes(model, (meta["in_channels"], *meta["input_size"]))
+        networks = {MODEL_NETWORK: model_shapes} | papers
+        cost = configuration_costs(model_shapes.basis, networks, configs, hw["report_crossbars"], hw["batch"])
         costs.append(cost.assign(key=row["key"]))
         print(
             f"tradeoff {index}/{len(rows)} {row['key']}: accuracy {result['accuracy']:.4f} "
@@ -310,7 +300,17 @@ def _stage(p: dict, args: argparse.Namespace, dense: torch.nn.Module, meta: dict
     return 0
 
 
-def _renamed(shapes: Any, name: str) -> Any:
-    from basisn.hardware import NetworkShapes
+def priced_shapes(model: torch.nn.Module, input_size: tuple[int, ...]) -> Any:
+    """The cost model's shapes of a trained configuration, and with them its basis (n, m, G, coefficient bits).
 
-    return NetworkShapes(name, shapes.input_size, shapes.layers, shapes.basis)
+    A model decomposed with a learned or dynamic assignment (read back from a record instead of trained) still has
+    unassigned segments, which the cost model refuses; its shapes are those of any hardened copy (the cost does
+    not depend on which group a segment uses), so a copy is hardened here.
+    """
+    from basisn import parallel
+    from basisn.hardware import layer_shapes
+
+    if parallel.assignment_pending(model):
+        model = copy.deepcopy(model)
+        parallel.harden(model)
+    return layer_shapes(model, input_size, name=MODEL_NETWORK)

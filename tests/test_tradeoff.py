@@ -119,3 +119,25 @@ def test_cost_columns_are_the_cost_model_for_that_configuration():
             assert getattr(row, f"cycles_ratio{suffix}") == pytest.approx(ours["cycles"] / theirs["cycles"])
             assert getattr(row, f"edp_ratio{suffix}") == pytest.approx(ours["edp_js"] / theirs["edp_js"])
     assert own.basis.groups == 4  # the model's own basis is the configuration's
+
+
+@pytest.mark.parametrize("assignment", ["learned", "dynamic"])
+def test_a_configuration_read_back_unhardened_is_priced_like_its_hardened_model(assignment):
+    """A resumed stage decomposes a learned/dynamic configuration again (not hardened yet) to price it."""
+    import torch
+
+    from basisn import parallel, to_basisn
+    from basisn.models import build_model
+    from basisn.tradeoff import priced_shapes
+
+    torch.manual_seed(0)
+    model, _ = to_basisn(
+        build_model("small_resnet", 10, 1), n_basis=64, segment_len=128, groups=4, assignment=assignment
+    )
+    with pytest.raises(ValueError, match="not assigned"):
+        layer_shapes(model, (1, 28, 28))
+    shapes = priced_shapes(model, (1, 28, 28))
+    assert parallel.assignment_pending(model), "the stage's model itself is left as it was"
+    parallel.harden(model)
+    hardened = layer_shapes(model, (1, 28, 28), name=MODEL_NETWORK)
+    assert shapes == hardened and shapes.basis == BasisSpec(64, 128, 4, 4, "uniform")
