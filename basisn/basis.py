@@ -384,7 +384,9 @@ def to_basisn(
     the only init that works on the meta device, whose tensors hold no values). `assignment` (groups > 1 only):
     "fixed" gives each segment the group that reconstructs it best (`assign_groups`), once; "learned" starts from
     the same basis and coefficients but leaves every segment unassigned (segment_group -1: all n coefficients
-    trainable), for the fine-tune to choose its group and harden it (basisn.parallel, docs/method.md §1.3).
+    trainable), for the fine-tune to choose its group and harden it; "dynamic" fits every group of every segment
+    and marks it -2: each pass uses its group of largest coefficient norm until the fine-tune hardens that choice
+    (basisn.parallel, docs/method.md §1.3).
 
     Any root works, nn.Sequential / nn.ModuleList included (see basisn.layers.attach_bank for where the bank
     goes). A module used at two places is one basis-mapped layer at both; two Linear (or Conv2d) layers sharing
@@ -400,8 +402,8 @@ def to_basisn(
     _validate(
         model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, groups, exclude, coef_scale, init, assignment
     )
-    learned = assignment in ("learned", "dynamic") and groups > 1
-    pending = UNASSIGNED if assignment == "learned" else DYNAMIC  # the segment_group value of a learned start
+    assigned_later = assignment in ("learned", "dynamic") and groups > 1  # by the fine-tune, not here
+    pending = UNASSIGNED if assignment == "learned" else DYNAMIC  # the segment_group value until it hardens
     plan = _plan(model, exclude)
     units = plan.units
     if not units:
@@ -466,13 +468,13 @@ def to_basisn(
             for g in range(groups):
                 members = slice(None) if segment_group is None else segment_group == g
                 block = slice(g * group_size, (g + 1) * group_size)
-                if assignment == "dynamic" and groups > 1:  # every group holds its own fit: its norm is how well
-                    members = slice(None)  # that group reconstructs the segment (the group bases are orthonormal)
-                coefs[members, block] = least_squares_coefficients(stacked[members], quantized_basis[block]).float()
-                members = slice(None) if segment_group is None else segment_group == g
+                # dynamic: every group holds its own fit of every segment, so a group's norm is how well it
+                # reconstructs the segment (the group bases are orthonormal)
+                fitted = slice(None) if assignment == "dynamic" else members
+                coefs[fitted, block] = least_squares_coefficients(stacked[fitted], quantized_basis[block]).float()
                 projected = (stacked[members] @ basis[block].T) @ basis[block]  # the basis rows are orthonormal
                 residual[members] = (stacked[members] - projected).square().sum(1)
-            if learned:  # the fixed decomposition as the start, every group open to the fine-tune
+            if assigned_later:  # the fixed decomposition as the start, every group open to the fine-tune
                 segment_group = torch.full((stacked.shape[0],), pending, dtype=torch.long, device=stacked.device)
             start = 0
             for layer in new_layers:
@@ -484,7 +486,7 @@ def to_basisn(
             del coefs
             quantized_weights = _refit_scales(new_layers, rows)
             errors = _errors(new_layers, rows, norms, quantized_weights, residual)
-    elif learned:  # the structure only (a checkpoint loads over it): unassigned like a fresh decomposition
+    elif assigned_later:  # the structure only (a checkpoint loads over it): unassigned like a fresh decomposition
         for layer in new_layers:
             layer.segment_group.fill_(pending)
     for unit in units:
