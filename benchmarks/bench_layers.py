@@ -1,19 +1,21 @@
 """Basis-mapped layers vs. ordinary ones, side by side in one run: training step, deployed inference, decomposition.
 
     python benchmarks/bench_layers.py [--device cpu|cuda] [--threads N] [--rounds 9] [--[no-]channels-last]
-                                      [--compile] [--models NAME ...] [--groups 1 4 8] [--skip-resnet50]
+                                      [--interleave] [--compile] [--models NAME ...] [--groups 1 4 8] [--skip-resnet50]
                                       [--out results.json]
 
 (1) one SGD training step (forward, backward, update) of a basis-mapped model vs. the same dense model, for the
 default small ResNet (28x28x1) and CIFAR-style ResNet-18 (32x32x3), at each bank group count G of `--groups`
 (random valid groups per segment: the cost does not depend on which), plus G = 4 with every segment unassigned
-(segment_group -1, the learned-assignment phase of a fine-tune), and the dense step against an identical dense
-copy (the noise floor of a step ratio); (2) inference of `to_dense(model)` vs. the
+(segment_group -1, the learned-assignment phase of a fine-tune) or dynamic (-2, the dynamic option's), G = 1 with
+the rebuild skipped (a diagnostic: what of the overhead is not the rebuild), and the dense step against an
+identical dense copy (the noise floor of a step ratio); (2) inference of `to_dense(model)` vs. the
 dense model, and of an identical copy of the dense model vs. itself (the noise floor of a ratio); (3) `to_basisn`
 on torchvision ResNet-50. Timings use torch.utils.benchmark; dense and basis-mapped are measured in alternating
 rounds and the ratio is the median of the per-round ratios, so drift of a shared machine cancels instead of
-landing on one side. `--compile` adds each model's eager vs. torch.compile training step and compares the two
-compiled models (compile time is spent in the warm-up, outside the timings).
+landing on one side; `--interleave` alternates single calls within each round too (each side's median call), for
+a machine whose speed drifts within a round. `--compile` adds each model's eager vs. torch.compile training step
+and compares the two compiled models (compile time is spent in the warm-up, outside the timings).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch.utils.benchmark as benchmark
 import torchvision
 
 import basisn
+from basisn.layers import DYNAMIC, UNASSIGNED
 from basisn.models import build_model
 
 CASES = [  # model, (C, H, W), classes, batch on CPU, batch on CUDA
@@ -70,6 +73,24 @@ def median_time(fn, device: torch.device, min_run_time: float) -> float:
     return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
+def interleaved_medians(reference, candidate, device: torch.device, min_run_time: float) -> tuple[float, float]:
+    """One round of `--interleave`: single calls of reference and candidate in turn until each has run for
+    `min_run_time`, then the median of each side's calls. Drift of a shared machine slower than one call hits
+    both sides alike, where a block of calls per side (blocked_autorange) lets it land on one of them."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    calls: tuple[list[float], list[float]] = ([], [])
+    while sum(calls[0]) < min_run_time or len(calls[0]) < 5:
+        for fn, times in zip((reference, candidate), calls):
+            started = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - started)
+    return statistics.median(calls[0]), statistics.median(calls[1])
+
+
+INTERLEAVE = False  # set by --interleave
+
+
 def compare(reference, candidate, device: torch.device, rounds: int, min_run_time: float) -> dict:
     """Alternate reference/candidate `rounds` times; per-round ratios, their median, min-max and quartiles."""
     for fn in (reference, candidate):  # warm-up (oneDNN/cuDNN algorithm choice, allocator)
@@ -77,8 +98,12 @@ def compare(reference, candidate, device: torch.device, rounds: int, min_run_tim
             fn()
     times_ref, times_new = [], []
     for _ in range(rounds):
-        times_ref.append(median_time(reference, device, min_run_time))
-        times_new.append(median_time(candidate, device, min_run_time))
+        if INTERLEAVE:
+            ref, new = interleaved_medians(reference, candidate, device, min_run_time)
+        else:
+            ref, new = median_time(reference, device, min_run_time), median_time(candidate, device, min_run_time)
+        times_ref.append(ref)
+        times_new.append(new)
     ratios = [n / r for n, r in zip(times_new, times_ref)]
     quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     return dict(
@@ -92,15 +117,33 @@ def compare(reference, candidate, device: torch.device, rounds: int, min_run_tim
     )
 
 
-def assign_random_groups(model: torch.nn.Module, groups: int, unassigned: bool) -> torch.nn.Module:
-    """Random valid groups for every segment (or -1, "not assigned yet", for all): step cost does not depend on
-    which group a segment uses, only on whether the model is hardened."""
+def assign_random_groups(model: torch.nn.Module, groups: int, fill: int | None = None) -> torch.nn.Module:
+    """Random valid groups for every segment, or `fill` for all (UNASSIGNED -1: the learned option's open phase;
+    DYNAMIC -2: the dynamic option's): step cost does not depend on which group a segment uses, only on whether
+    the model is hardened."""
     generator = torch.Generator().manual_seed(0)
     for _, layer in basisn.basis_layers(model):
         if layer.segment_group is not None:
             values = torch.randint(0, groups, layer.segment_group.shape, generator=generator)
-            layer.segment_group.copy_(torch.full_like(values, -1) if unassigned else values)
+            layer.segment_group.copy_(values if fill is None else torch.full_like(values, fill))
     return model
+
+
+def without_rebuild(step, model: torch.nn.Module):
+    """`step` with the basis model's rebuild replaced by fixed weight tensors (leaves with gradients): a
+    diagnostic row that leaves every other cost of the basis model (hooks, more Parameters in the optimizer,
+    the weight property) in the step. Its ratio minus 1 is what is NOT the rebuild."""
+    fixed = [weight.detach().requires_grad_() for weight in basisn.layers._rebuild(model.basisn_bank.layers)]
+
+    def run() -> None:
+        real = basisn.layers._rebuild
+        basisn.layers._rebuild = lambda layers: fixed
+        try:
+            step()
+        finally:
+            basisn.layers._rebuild = real
+
+    return run
 
 
 def main() -> None:
@@ -116,6 +159,11 @@ def main() -> None:
         default=None,
         help="NHWC activations and weights (default: on CUDA only)",
     )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="within each round, alternate single calls of the two sides (finer than a block per side)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile both models of the training step")
     parser.add_argument("--models", nargs="+", choices=[case[0] for case in CASES], default=[case[0] for case in CASES])
     parser.add_argument("--groups", type=int, nargs="+", default=[1, 4, 8], help="bank groups G to time")
@@ -123,6 +171,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global INTERLEAVE
+    INTERLEAVE = args.interleave
     device = torch.device(args.device)
     on_cuda = device.type == "cuda"
     channels_last = on_cuda if args.channels_last is None else args.channels_last
@@ -133,6 +183,7 @@ def main() -> None:
             threads=args.threads,
             channels_last=channels_last,
             compile=args.compile,
+            interleave=args.interleave,
             torch=torch.__version__,
         ),
         cases=[],
@@ -151,10 +202,11 @@ def main() -> None:
         mapped_models = {}  # label -> basis-mapped model
         for groups in args.groups:
             mapped, _ = basisn.to_basisn(copy.deepcopy(dense), args.n_basis, groups=groups)
-            mapped_models[f"G={groups}"] = assign_random_groups(mapped.to(device), groups, unassigned=False)
-        if 4 in args.groups and args.n_basis % 4 == 0:
-            mapped, _ = basisn.to_basisn(copy.deepcopy(dense), args.n_basis, groups=4)
-            mapped_models["G=4, unassigned (-1)"] = assign_random_groups(mapped.to(device), 4, unassigned=True)
+            mapped_models[f"G={groups}"] = assign_random_groups(mapped.to(device), groups)
+        if 4 in args.groups and args.n_basis % 4 == 0:  # the learned and dynamic options before hardening
+            for label, fill in (("unassigned (-1)", UNASSIGNED), ("dynamic (-2)", DYNAMIC)):
+                mapped, _ = basisn.to_basisn(copy.deepcopy(dense), args.n_basis, groups=4)
+                mapped_models[f"G=4, {label}"] = assign_random_groups(mapped.to(device), 4, fill)
         x = torch.randn(batch, *shape, device=device)
         y = torch.randint(0, classes, (batch,), device=device)
         if channels_last:
@@ -178,6 +230,11 @@ def main() -> None:
             if args.compile:  # compiled vs. eager for each model, then the two compiled models against each other
                 rows.append((f"{name} {label} basisn step: eager vs compile", compare_steps(mapped, mapped_step)))
             rows.append((f"{name} train step, batch {batch}, {label}{note}", compare_steps(dense_step, mapped_step)))
+            if label == "G=1" and not args.compile:
+                skipped = without_rebuild(training_step(mapped, x, y, on_cuda), mapped)
+                reference = training_step(dense, x, y, on_cuda)
+                row = compare(reference, skipped, device, args.rounds, args.min_run_time)
+                rows.append((f"{name} train step, {label}, rebuild skipped (diagnostic)", row))
         mapped = mapped_models[next(iter(mapped_models))]
         deployed = basisn.to_dense(mapped).eval()
         dense.eval()

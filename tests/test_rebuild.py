@@ -8,20 +8,34 @@ import pytest
 import torch
 
 import basisn
-from basisn.layers import BasisConv2d, _rebuild, _segment_index, basis_layers, quantize, straight_through
+from basisn.layers import (
+    DYNAMIC,
+    UNASSIGNED,
+    BasisConv2d,
+    _rebuild,
+    _segment_index,
+    basis_layers,
+    quantize,
+    straight_through,
+)
 from basisn.models import build_model
 
 
 def reference_rebuild(layers: list) -> list[torch.Tensor]:
-    """The rebuild written as plain autograd ops: dense group mask over all n (-1: all active), quantizer with a
-    graph, scale gathered by indexing, one matmul, per-layer slices; NHWC clones for channels_last convs."""
+    """The rebuild written as plain autograd ops: dense group mask over all n (-1: all active; -2: the group of
+    largest norm, straight-through to all), quantizer with a graph, scale gathered by indexing, one matmul,
+    per-layer slices; NHWC clones for channels_last convs."""
     first, bank = layers[0], layers[0].bank
     coefs = torch.cat([layer.coef.reshape(-1, bank.n_basis) for layer in layers])
     if bank.groups > 1:
         segment_group = torch.cat([layer.segment_group.reshape(-1) for layer in layers])
         vector_group = torch.arange(bank.n_basis) // bank.group_size
-        mask = (vector_group[None, :] == segment_group[:, None]) | (segment_group[:, None] < 0)
-        coefs = coefs * mask.to(coefs.dtype)
+        dynamic = segment_group == DYNAMIC  # this pass's group: the largest norm; gradients to every group
+        norms = coefs.detach().view(-1, bank.groups, bank.group_size).norm(dim=-1)
+        segment_group = torch.where(dynamic, norms.argmax(dim=1), segment_group)
+        mask = (vector_group[None, :] == segment_group[:, None]) | (segment_group[:, None] == UNASSIGNED)
+        masked = coefs * mask.to(coefs.dtype)
+        coefs = torch.where(dynamic[:, None], straight_through(coefs, masked), masked)
     row_of_segment, layer_of_segment = _segment_index(layers, coefs.device)
     if first.coef_bits is not None:
         per_channel = first.coef_scale == "channel"
@@ -91,6 +105,24 @@ def test_fast_rebuild_is_bit_identical_to_the_plain_formulas(groups, coef_quant,
     assert len(fast_grads) == len(plain_grads) > 0
     for fast, plain in zip(fast_weights + fast_grads, plain_weights + plain_grads):
         assert torch.equal(fast, plain)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_rebuild_with_dynamic_segments_is_bit_identical_to_the_plain_formulas(channels_last):
+    """-2 (dynamic): the forward uses the group of largest norm, the gradient reaches every group."""
+    model = random_model(4, "uniform", "channel", channels_last, False)
+    for _, layer in basis_layers(model):
+        flip = torch.rand(layer.segment_group.shape) < 0.5
+        layer.segment_group.copy_(torch.where(flip, torch.full_like(layer.segment_group, DYNAMIC), layer.segment_group))
+    fast_weights, fast_strides, fast_grads = weights_and_gradients(model, _rebuild)
+    plain_weights, plain_strides, plain_grads = weights_and_gradients(model, reference_rebuild)
+    assert fast_strides == plain_strides
+    for fast, plain in zip(fast_weights + fast_grads, plain_weights + plain_grads):
+        assert torch.equal(fast, plain)
+    for _, layer in basis_layers(model):  # a dynamic segment's gradient reaches all 4 groups, a fixed one's only 1
+        groups_with_gradient = (layer.coef.grad.view(-1, 4, 4) != 0).any(-1).sum(-1)
+        dynamic = layer.segment_group.reshape(-1) == DYNAMIC
+        assert (groups_with_gradient[dynamic] == 4).all() and (groups_with_gradient[~dynamic] <= 1).all()
 
 
 def test_fast_rebuild_under_bf16_autocast_matches_autocast_matmul():
