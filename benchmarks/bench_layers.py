@@ -131,8 +131,9 @@ def assign_random_groups(model: torch.nn.Module, groups: int, fill: int | None =
 
 def without_rebuild(step, model: torch.nn.Module):
     """`step` with the basis model's rebuild replaced by fixed weight tensors (leaves with gradients): a
-    diagnostic row that leaves every other cost of the basis model (hooks, more Parameters in the optimizer,
-    the weight property) in the step. Its ratio minus 1 is what is NOT the rebuild."""
+    diagnostic row that leaves every other cost of the basis model (the hooks, the weight property, the layers)
+    in the step; coefficients and scales get no gradient, so the optimizer skips them as it skips the rebuild's
+    backward. Its ratio minus 1 is what is NOT the rebuild."""
     fixed = [weight.detach().requires_grad_() for weight in basisn.layers._rebuild(model.basisn_bank.layers)]
 
     def run() -> None:
