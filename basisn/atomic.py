@@ -71,17 +71,27 @@ def lock_path(final: str | os.PathLike) -> Path:
     return final.parent / f".{final.name}.lock"
 
 
-def check_writable(final: str | os.PathLike) -> Path:
-    """Raise OutputError (one line) unless `final` can be created or replaced; creates its parent directory."""
-    final = Path(final)
-    if final.exists() and not final.is_dir():
-        raise OutputError(f"--out {final} is a file, not a directory; pass a directory path")
+def _check_parent(final: Path) -> None:
+    """The parent of `final` must exist (it is created) and be writable: the lock file and the staging live there."""
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"--out {final}: cannot create {final.parent} ({error.strerror})") from None
     if not os.access(final.parent, os.W_OK | os.X_OK):
         raise OutputError(f"--out {final}: {final.parent} is not writable; pass a writable --out")
+
+
+def check_writable(final: str | os.PathLike) -> Path:
+    """Raise OutputError (one line) unless `final` can be created or replaced; creates its parent directory.
+
+    Definitive only while holding `output_lock(final)`: without it another writer may be swapping `final`
+    (renaming it away and its new version in), and a check between those two renames sees no directory.
+    `output_lock` therefore checks again once it holds the lock; a call before it is the early, common-case check.
+    """
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise OutputError(f"--out {final} is a file, not a directory; pass a directory path")
+    _check_parent(final)
     if final.is_dir() and not os.access(final, os.W_OK | os.X_OK):
         raise OutputError(f"--out {final} is not writable (it is replaced as a whole); pass a writable --out")
     return final
@@ -100,7 +110,8 @@ def output_lock(final: str | os.PathLike, wait: bool = False) -> Iterator[Path]:
     wait=False: if another process holds it, raise OutputError naming the holder (a stage must not queue up
     silently behind another run writing the same output); wait=True: block until it is free.
     """
-    final = check_writable(final)
+    final = Path(final)
+    _check_parent(final)  # the lock file lives there; the checks of `final` itself wait for the lock (below)
     key = final.resolve()
     if key in _HELD:
         yield final
@@ -120,6 +131,7 @@ def output_lock(final: str | os.PathLike, wait: bool = False) -> Iterator[Path]:
             raise OutputError(
                 f"--out {final} is being written by {holder}; wait for it to finish or pass another --out"
             ) from None
+        check_writable(final)  # under the lock: no other writer is between the two renames of its swap
         os.ftruncate(fd, 0)
         os.pwrite(fd, (_holder() + "\n").encode(), 0)
         _HELD[key] = fd

@@ -298,14 +298,45 @@ QUOTES += [
 
 # README, "The headline on one configuration" (the tradeoff stage's table and its accuracy targets)
 TRADEOFF, TARGETS = "paper_figures/headline_tradeoff.csv", "paper_figures/headline_tradeoff_targets.csv"
-CHEAPEST = "key == 'G4-b4-fixed-full'"  # the cheapest configuration within 1 pp of dense, as CLAIMS.md row 12 names it
+CHEAPEST_NAMED = r"The cheapest one within 1 pp of dense is G = (?P<groups>\d+) with (?P<option>the fixed mask|`\w+`)"
+
+
+def cheapest_within_the_accuracy_bound() -> pd.Series:
+    """The configuration CLAIMS.md row 12 calls the cheapest within 1 pp (basisn.summary.tradeoff_answer's rule:
+    the smallest factor over the 1% line of its larger cost), computed here rather than named, so that a rerun
+    on which another configuration wins fails the README's quote instead of checking the old winner's numbers."""
+    table = pd.read_csv(ROOT / TRADEOFF)
+    accurate = table[table["meets_accuracy"]]
+    return accurate.loc[accurate[["edp_vs_best", "cycles_vs_best"]].max(axis=1).idxmin()]
+
+
+CHEAPEST = f"key == '{cheapest_within_the_accuracy_bound().key}'" if (ROOT / TRADEOFF).is_file() else "False"
 QUOTES += [
     Quote(
-        "README.md", r"G = 4 with the fixed mask: \*\*(?P<value>[\d.]+)%\*\*", TRADEOFF, "accuracy", CHEAPEST, scale=100
+        "README.md",
+        r"dense is G = \d+ with [^:]+: \*\*(?P<value>[\d.]+)%\*\*",
+        TRADEOFF,
+        "accuracy",
+        CHEAPEST,
+        scale=100,
     ),
     Quote("README.md", r"\(\*\*(?P<value>-[\d.]+) pp\*\*\), EDP", TRADEOFF, "accuracy_loss_pp", CHEAPEST, scale=-1),
-    Quote("README.md", r"EDP \*\*(?P<value>[\d.]+)%\*\* of the best", TRADEOFF, "edp_vs_best", CHEAPEST, scale=100),
-    Quote("README.md", r"but cycles \*\*(?P<value>[\d.]+)%\*\*", TRADEOFF, "cycles_vs_best", CHEAPEST, scale=100),
+    Quote(
+        "README.md",
+        r"pp\*\*\), EDP \*\*(?P<value>[\d.]+)%\*\* and cycles",
+        TRADEOFF,
+        "edp_vs_best",
+        CHEAPEST,
+        scale=100,
+    ),
+    Quote(
+        "README.md",
+        r"and cycles \*\*(?P<value>[\d.]+)%\*\* of the best",
+        TRADEOFF,
+        "cycles_vs_best",
+        CHEAPEST,
+        scale=100,
+    ),
     Quote(
         "README.md",
         r"`learned` loses\s+(?P<value>[\d.]+) pp at G = 2",
@@ -374,6 +405,23 @@ def test_quoted_number_is_the_reference_output(quote: Quote):
         f"{quote.doc} quotes {found.group('value')}, {quote.reference} [{quote.key}"
         f"{', ' + quote.rows if quote.rows else ''}, {quote.reduce}] gives {actual:.4g}"
     )
+
+
+@pytest.mark.skipif(not (ROOT / TRADEOFF).is_file(), reason="paper_figures/headline_tradeoff.csv not committed yet")
+def test_readme_names_the_cheapest_configuration_and_the_fixed_masks_lead():
+    """The words around the tradeoff numbers are conclusions too: which configuration is the cheapest within
+    1 pp, and that `learned` does not beat the fixed mask of its own run at G = 4 or 8."""
+    text = (ROOT / "README.md").read_text()
+    named = re.search(CHEAPEST_NAMED, text)
+    assert named, f"README.md no longer contains /{CHEAPEST_NAMED}/"
+    cheapest = cheapest_within_the_accuracy_bound()
+    option = "fixed" if named["option"] == "the fixed mask" else named["option"].strip("`")
+    assert (int(named["groups"]), option) == (cheapest.groups, cheapest.option), (
+        f"README.md names G = {named['groups']} {option}; {TRADEOFF} gives G = {cheapest.groups} {cheapest.option}"
+    )
+    targets = pd.read_csv(ROOT / TARGETS).pivot(index="groups", columns="option", values="accuracy_loss_pp")
+    assert "so neither learned option beats it" in text
+    assert (targets["learned"] > targets["fixed"]).all(), f"`learned` beats the fixed mask somewhere:\n{targets}"
 
 
 def test_reference_files_are_what_dvc_hands_to_git():

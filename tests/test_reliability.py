@@ -345,6 +345,50 @@ def test_atomic_directory_is_safe_under_concurrent_writers(tmp_path):
     assert (final / "a.txt").read_text() == (final / "b.txt").read_text()  # one writer's complete output
 
 
+def test_a_writer_waiting_for_the_lock_is_not_confused_by_the_holders_swap(tmp_path, monkeypatch):
+    """The check of `final` itself must wait for the lock: the holder's swap renames `final` away and its new
+    version in, and a check between the two renames sees no directory (the race CI once hit in the test above).
+
+    Deterministic: every access check of `final` is made to land inside another writer's swap whenever that
+    writer could be swapping, i.e. whenever the lock is free for it (a second open file description of the
+    lock file contends with ours, as another process's would)."""
+    import fcntl
+
+    from basisn import atomic
+
+    final = tmp_path / "out"
+    with atomic_directory(final) as out:
+        (out / "a.txt").write_text("previous")
+    real_access = os.access
+    swaps_seen = []
+
+    def access_during_another_writers_swap(path, mode):
+        if Path(path) != final:
+            return real_access(path, mode)
+        with open(atomic.lock_path(final), "a") as other_writer:
+            try:
+                fcntl.flock(other_writer, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # we hold the lock: no other writer can be mid-swap
+                return real_access(path, mode)
+            retired = final.with_name(f".{final.name}.old")
+            final.rename(retired)  # the first rename of its swap ...
+            try:
+                swaps_seen.append(path)
+                return real_access(path, mode)
+            finally:
+                retired.rename(final)  # ... and the second (its new version in; here the same one back)
+
+    monkeypatch.setattr(atomic.os, "access", access_during_another_writers_swap)
+    with atomic_directory(final) as out:
+        (out / "a.txt").write_text("new")
+    assert swaps_seen == []  # the only checks of `final` were made under the lock
+    assert (final / "a.txt").read_text() == "new"
+    with pytest.raises(atomic.OutputError, match="is not writable"):  # and the check still refuses when it must
+        monkeypatch.setattr(atomic.os, "access", lambda path, mode: Path(path) != final and real_access(path, mode))
+        with atomic_directory(final):
+            pass
+
+
 def test_leftovers_of_killed_writers_are_cleaned_or_restored(tmp_path):
     final = tmp_path / "sweep"
     (tmp_path / ".sweep.staging-dead").mkdir()  # killed mid-write
