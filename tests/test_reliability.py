@@ -8,6 +8,7 @@ run real `dvc repro` on a smoke-profile copy of the repository (tests/test_pipel
 from __future__ import annotations
 
 import copy
+import fcntl
 import gzip
 import json
 import os
@@ -24,7 +25,7 @@ import torch
 import yaml
 
 from basisn import params
-from basisn.atomic import atomic_directory, output_lock
+from basisn.atomic import OutputError, atomic_directory, lock_path, output_lock
 from basisn.checkpoints import DENSE_FORMAT, save_model
 from basisn.cli import main as cli
 from basisn.models import build_model
@@ -352,10 +353,6 @@ def test_a_writer_waiting_for_the_lock_is_not_confused_by_the_holders_swap(tmp_p
     Deterministic: every access check of `final` is made to land inside another writer's swap whenever that
     writer could be swapping, i.e. whenever the lock is free for it (a second open file description of the
     lock file contends with ours, as another process's would)."""
-    import fcntl
-
-    from basisn import atomic
-
     final = tmp_path / "out"
     with atomic_directory(final) as out:
         (out / "a.txt").write_text("previous")
@@ -365,7 +362,7 @@ def test_a_writer_waiting_for_the_lock_is_not_confused_by_the_holders_swap(tmp_p
     def access_during_another_writers_swap(path, mode):
         if Path(path) != final:
             return real_access(path, mode)
-        with open(atomic.lock_path(final), "a") as other_writer:
+        with open(lock_path(final), "a") as other_writer:
             try:
                 fcntl.flock(other_writer, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # we hold the lock: no other writer can be mid-swap
@@ -378,15 +375,14 @@ def test_a_writer_waiting_for_the_lock_is_not_confused_by_the_holders_swap(tmp_p
             finally:
                 retired.rename(final)  # ... and the second (its new version in; here the same one back)
 
-    monkeypatch.setattr(atomic.os, "access", access_during_another_writers_swap)
+    monkeypatch.setattr(os, "access", access_during_another_writers_swap)
     with atomic_directory(final) as out:
         (out / "a.txt").write_text("new")
     assert swaps_seen == []  # the only checks of `final` were made under the lock
     assert (final / "a.txt").read_text() == "new"
-    with pytest.raises(atomic.OutputError, match="is not writable"):  # and the check still refuses when it must
-        monkeypatch.setattr(atomic.os, "access", lambda path, mode: Path(path) != final and real_access(path, mode))
-        with atomic_directory(final):
-            pass
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != final and real_access(path, mode))
+    with pytest.raises(OutputError, match="is not writable"), atomic_directory(final):  # still refused when it must
+        pass
 
 
 def test_leftovers_of_killed_writers_are_cleaned_or_restored(tmp_path):
