@@ -1,7 +1,8 @@
 # Two commands for a fresh machine (see README.md):
 #   make repro   environment + data + the whole DVC pipeline (dvc repro) + a short summary (basisn summary)
 #   make test    environment + the test suite (slow end-to-end tests run their smoke profile)
-# Everything runs inside .venv, created here from pyproject.toml (same pins as environment.yml).
+# Everything runs inside .venv, installed from requirements.lock: every package, transitive ones included, at an
+# exact version with its hashes (pip-compile from pyproject.toml; `make lock` regenerates it).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,10 +14,13 @@ SERVER_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.d/basisn.json
 FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
 FASHION_MNIST_URL := http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/
 PYTEST_ARGS ?=
+LOCK := requirements.lock
+PIP_TOOLS := pip-tools==7.7.0
+LOCK_VENV := .venv-lock
 # dvc.yaml's commands (basisn, jupytext, papermill) come from the venv, activated or not
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv data repro test test-full lint lab clean-venv
+.PHONY: help venv check-env lock data repro test test-full lint lab clean-venv
 
 help:
 	@echo "make repro      create .venv, fetch Fashion-MNIST, run the DVC pipeline (dvc repro), print a summary"
@@ -24,17 +28,33 @@ help:
 	@echo "make test-full  the same with the slow end-to-end tests at full size"
 	@echo "make lint       ruff check + format check"
 	@echo "make lab        open JupyterLab on the repository (notebooks/*.py open as notebooks)"
+	@echo "make lock       regenerate requirements.lock from pyproject.toml (UPGRADE=1: newest allowed versions)"
 
-venv: $(STAMP) $(LAB_SETTINGS) $(SERVER_CONFIG)
+venv: $(STAMP) $(LAB_SETTINGS) $(SERVER_CONFIG) check-env
 
-# Re-install when the pins change. The kernel is installed into the venv (--sys-prefix) under the name the
-# DVC notebook stages pass to papermill (-k basisn), so nothing outside .venv is touched.
-$(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"Python >= 3.11 needed, found {sys.version.split()[0]}: set PYTHON=python3.11"'
+# Re-install when the lock changes. Every package comes from the lock with its hashes (--require-hashes), none
+# resolved anew; the project itself goes in editable, without dependencies and with the lock's setuptools. The
+# kernel is installed into the venv (--sys-prefix) under the name the DVC notebook stages pass to papermill
+# (-k basisn), so nothing outside .venv is touched.
+$(STAMP): $(LOCK) pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed (requirements.lock is for it), found {sys.version.split()[0]}: set PYTHON=python3.11"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name basisn --display-name "Python (basisn)" >/dev/null
 	touch $(STAMP)
+
+# The installed versions are the lock's, every time (a package upgraded by hand fails here with one line).
+check-env: $(STAMP)
+	@$(BIN)/python tools/check_lock.py $(LOCK)
+
+# pip-compile keeps the versions already in the lock and resolves only what pyproject.toml changed; UPGRADE=1
+# takes the newest versions pyproject.toml allows (then remake the references: ARTIFACT.md A.6). pip-tools runs in
+# a venv of its own, so it is not part of the locked environment.
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet $(PIP_TOOLS); }
+	$(LOCK_VENV)/bin/pip-compile --quiet --extra dev --generate-hashes --allow-unsafe --strip-extras \
+	    --no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) -o $(LOCK) pyproject.toml
 
 $(LAB_SETTINGS): jupyter/lab/settings/overrides.json $(STAMP)
 	install -D -m 644 $< $@
@@ -44,7 +64,7 @@ $(SERVER_CONFIG): jupyter/jupyter_server_config.json $(STAMP)
 
 # Fashion-MNIST: a mirror (BASISN_DATA_MIRROR), else Debian's dataset-fashion-mnist (installed here when apt-get
 # exists and the files are missing), else torchvision's download. `basisn data fetch` verifies every MD5.
-data: $(STAMP)
+data: venv
 	@if [ -z "$$BASISN_DATA_MIRROR" ] && [ ! -d $(FASHION_MNIST_DEB_DIR) ] && command -v apt-get >/dev/null \
 	    && ! $(PYTHON) -c "import urllib.request as u; u.urlopen('$(FASHION_MNIST_URL)', timeout=5)" 2>/dev/null; then \
 	  echo "Fashion-MNIST: installing Debian's dataset-fashion-mnist (no mirror, no internet)"; \
@@ -58,6 +78,7 @@ data: $(STAMP)
 repro: data
 	$(BIN)/dvc repro
 	$(BIN)/basisn summary
+	@$(BIN)/python tools/reference_diff.py
 
 # The end-to-end tests need Fashion-MNIST in data/raw; without any source they are skipped (with the reason).
 test: venv
@@ -68,7 +89,7 @@ test-full: venv
 	@$(MAKE) --no-print-directory data
 	BASISN_FULL_TESTS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: check-env
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
