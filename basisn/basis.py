@@ -29,13 +29,13 @@ from basisn.layers import (
     BasisLayer,
     BasisLinear,
     BasisMultiheadAttention,
-    _rebuild,
-    _sync_bank,
     attach_bank,
     check_bits,
     check_positive_int,
     detach_bank,
     random_orthonormal,
+    rebuild_layer_weights,
+    sync_bank,
 )
 
 INITS = ("svd", "random", "none")
@@ -240,6 +240,26 @@ def _dense_reason(module: nn.Module, weights: list[str]) -> str:
     return f"parameter(s) {', '.join(weights)} are not a Conv2d/Linear/attention weight: kept as they are"
 
 
+_AttentionPlan = list[tuple[list[str], nn.MultiheadAttention, dict[str, _Unit]]]  # (places, module, projections)
+
+
+@dataclass
+class _DenseLog:
+    """The modules left dense, each once, under its first name: the report's `left_dense`."""
+
+    places: dict[int, list[str]]  # id of a module -> its names, in module order
+    rows: list[dict] = field(default_factory=list)
+    ids: set[int] = field(default_factory=set)
+
+    def first_name(self, module: nn.Module) -> str:
+        return self.places[id(module)][0]
+
+    def keep(self, module: nn.Module, reason: str) -> None:
+        if id(module) not in self.ids:
+            self.ids.add(id(module))
+            self.rows.append(dict(name=self.first_name(module), type=type(module).__name__, reason=reason))
+
+
 def _plan(model: nn.Module, exclude: tuple[str, ...]) -> _Plan:
     """The units to convert, the attention modules to rebuild around them, and every weight left dense (why)."""
     places: dict[int, list[str]] = {}
@@ -252,20 +272,30 @@ def _plan(model: nn.Module, exclude: tuple[str, ...]) -> _Plan:
         for pname, param in module._parameters.items():
             if param is not None:
                 holders.setdefault(id(param), []).append((module, pname))
+    dense = _DenseLog(places)
+    candidates, attention = _candidates(modules, places, exclude, dense)
+    units = _untied_or_shared(candidates, holders, dense)
+    kept_attention = []
+    for names, module, projections in attention:
+        tied = [m for u in projections.values() for m, _ in holders[id(u.weight)] if m is not module]
+        if tied:
+            partner = dense.first_name(tied[0])
+            dense.keep(module, f"an attention projection tied to {partner!r}; kept dense to keep the tie")
+        else:
+            kept_attention.append((names, module, projections))
+            units.extend(projections.values())
+    order = {key: i for i, key in enumerate(modules)}
+    units.sort(key=lambda u: order[id(u.source)])  # stable: q, k, v projections keep their order
+    return _Plan(units, kept_attention, dense.rows)
 
-    def first_name(module: nn.Module) -> str:
-        return places[id(module)][0]
 
-    left_dense: list[dict] = []
-    dense_ids: set[int] = set()
-
-    def keep_dense(module: nn.Module, reason: str) -> None:
-        if id(module) not in dense_ids:
-            dense_ids.add(id(module))
-            left_dense.append(dict(name=first_name(module), type=type(module).__name__, reason=reason))
-
-    candidates: dict[int, _Unit] = {}  # by id of the source module (Linear/Conv2d) or of the weight (attention)
-    attention: list[tuple[list[str], nn.MultiheadAttention, dict[str, _Unit]]] = []
+def _candidates(
+    modules: dict[int, nn.Module], places: dict[int, list[str]], exclude: tuple[str, ...], dense: _DenseLog
+) -> tuple[dict[int, _Unit], _AttentionPlan]:
+    """A unit per plain Conv2d/Linear (by id of the module), the attention modules with a unit per projection;
+    every other module holding a weight, and every excluded one, goes to `dense`. Ties are not looked at yet."""
+    candidates: dict[int, _Unit] = {}
+    attention: _AttentionPlan = []
     for key, module in modules.items():
         names = places[key]
         excluded = [e for e in exclude for n in names if _is_excluded(n, (e,))]
@@ -277,7 +307,7 @@ def _plan(model: nn.Module, exclude: tuple[str, ...]) -> _Plan:
         if parametrize.is_parametrized(module):
             weights += [f"{p} (parametrized)" for p in module.parametrizations]
         if excluded and (kind or is_attention or weights):
-            keep_dense(module, f"excluded (exclude contains {excluded[0]!r})")
+            dense.keep(module, f"excluded (exclude contains {excluded[0]!r})")
         elif kind:
             candidates[key] = _Unit(names[0], kind, module, module.weight, module.bias, list(names))
         elif is_attention:
@@ -288,10 +318,18 @@ def _plan(model: nn.Module, exclude: tuple[str, ...]) -> _Plan:
                     projections[proj] = _Unit(f"{names[0]}.{proj}", "linear", module, weight, None, [])
             attention.append((list(names), module, projections))
         elif weights:
-            keep_dense(module, _dense_reason(module, weights))
+            dense.keep(module, _dense_reason(module, weights))
+    return candidates, attention
 
-    # Ties: a weight Parameter held by two modules. Between plain layers of one shape: one set of coefficients.
-    # With anything else (an embedding, an excluded layer, an attention projection): all of them stay dense.
+
+def _untied_or_shared(
+    candidates: dict[int, _Unit], holders: dict[int, list[tuple[nn.Module, str]]], dense: _DenseLog
+) -> list[_Unit]:
+    """The candidate units that own their coefficients, each with the units tied to it in `tied`.
+
+    Ties: a weight Parameter held by two modules. Between plain layers of one shape: one set of coefficients.
+    With anything else (an embedding, an excluded layer, an attention projection): all of them stay dense.
+    """
     units: list[_Unit] = []
     grouped: set[int] = set()
     for key, unit in candidates.items():
@@ -318,19 +356,31 @@ def _plan(model: nn.Module, exclude: tuple[str, ...]) -> _Plan:
             continue
         involved = [unit.source, *others, *bias_partners]
         for module in [unit.source, *others]:
-            partner = next(first_name(m) for m in involved if m is not module)
-            keep_dense(module, f"weight or bias tied to {partner!r}, which is not mapped the same way; kept dense")
-    kept_attention = []
-    for names, module, projections in attention:
-        tied = [m for u in projections.values() for m, _ in holders[id(u.weight)] if m is not module]
-        if tied:
-            keep_dense(module, f"an attention projection tied to {first_name(tied[0])!r}; kept dense to keep the tie")
-        else:
-            kept_attention.append((names, module, projections))
-            units.extend(projections.values())
-    order = {key: i for i, key in enumerate(modules)}
-    units.sort(key=lambda u: order[id(u.source)])  # stable: q, k, v projections keep their order
-    return _Plan(units, kept_attention, left_dense)
+            partner = next(dense.first_name(m) for m in involved if m is not module)
+            dense.keep(module, f"weight or bias tied to {partner!r}, which is not mapped the same way; kept dense")
+    return units
+
+
+def _check_plan(model: nn.Module, plan: _Plan, init: str) -> None:
+    """Refuse a plan with nothing to convert, one that would replace the root, or meta weights to decompose."""
+    units = plan.units
+    if not units:
+        skipped = "; ".join(f"{r['name']} ({r['type']}): {r['reason']}" for r in plan.left_dense[:3])
+        raise ValueError(
+            "model has no nn.Conv2d / nn.Linear / nn.MultiheadAttention to convert (after exclude)"
+            + (f"; left dense: {skipped}" if skipped else "")
+        )
+    roots = [unit for unit in units if "" in unit.places] + [m for names, m, _ in plan.attention if "" in names]
+    if roots:
+        raise ValueError(
+            f"model is itself a {type(model).__name__}, which to_basisn would have to replace; wrap it in a "
+            "module (or an nn.Sequential) to convert it"
+        )
+    if init != "none" and any(unit.weight.is_meta for unit in units):
+        raise ValueError(
+            f"model is on the meta device: its weights hold no values to decompose (init={init!r}); use "
+            "init='none' for the structure only (then load weights), or build the model on a real device"
+        )
 
 
 def _new_layer(unit: _Unit, settings: dict) -> BasisLayer:
@@ -402,33 +452,114 @@ def to_basisn(
     _validate(
         model, n_basis, segment_len, coef_bits, coef_quant, basis_bits, groups, exclude, coef_scale, init, assignment
     )
-    assigned_later = assignment in ("learned", "dynamic") and groups > 1  # by the fine-tune, not here
-    pending = UNASSIGNED if assignment == "learned" else DYNAMIC  # the segment_group value until it hardens
+    # 1. What becomes a basis-mapped layer (and what stays dense, why).
     plan = _plan(model, exclude)
-    units = plan.units
-    if not units:
-        skipped = "; ".join(f"{r['name']} ({r['type']}): {r['reason']}" for r in plan.left_dense[:3])
-        raise ValueError(
-            "model has no nn.Conv2d / nn.Linear / nn.MultiheadAttention to convert (after exclude)"
-            + (f"; left dense: {skipped}" if skipped else "")
-        )
-    roots = [unit for unit in units if "" in unit.places] + [m for names, m, _ in plan.attention if "" in names]
-    if roots:
-        raise ValueError(
-            f"model is itself a {type(model).__name__}, which to_basisn would have to replace; wrap it in a "
-            "module (or an nn.Sequential) to convert it"
-        )
-    reference = units[0].weight
-    if init != "none" and any(unit.weight.is_meta for unit in units):
-        raise ValueError(
-            f"model is on the meta device: its weights hold no values to decompose (init={init!r}); use "
-            "init='none' for the structure only (then load weights), or build the model on a real device"
-        )
-    generator = torch.Generator().manual_seed(seed)
+    _check_plan(model, plan, init)
+    # 2. The new layers, then their coefficients, fitted once the bank holds its final (quantized) basis.
+    reference = plan.units[0].weight
     bank = BasisBank(n_basis, segment_len, basis_bits, groups).to(device=reference.device, dtype=reference.dtype)
+    _new_layers(plan.units, dict(bank=bank, coef_bits=coef_bits, coef_quant=coef_quant, coef_scale=coef_scale))
+    errors = _decompose(plan.units, bank, init, assignment, group_iterations, seed)
+    # 3. Swap the modules in and register the bank once.
+    _install_layers(model, plan, bank)
+    bank.config = dict(
+        n_basis=n_basis, segment_len=segment_len, coef_bits=coef_bits, coef_quant=coef_quant, basis_bits=basis_bits,
+        groups=groups, exclude=list(exclude), coef_scale=coef_scale, assignment=assignment,
+    )  # fmt: skip
+    shared = {
+        unit.name: unit.places[1:] + [name for member in unit.tied for name in member.places]
+        for unit in plan.units
+        if len(unit.places) > 1 or unit.tied
+    }
+    return model, ConversionReport(_report(plan.units, errors), plan.left_dense, shared)
 
-    # 1. The layers. Their coefficients are fitted after the bank holds its final (quantized) basis.
-    settings = dict(bank=bank, coef_bits=coef_bits, coef_quant=coef_quant, coef_scale=coef_scale)
+
+# --------------------------------------------------------------------------------------------------------------
+# Decomposition: the shared basis, the coefficients (quantized), the scales, the errors.
+# --------------------------------------------------------------------------------------------------------------
+def _decompose(
+    units: list[_Unit], bank: BasisBank, init: str, assignment: str, group_iterations: int, seed: int
+) -> list[tuple[float, float]] | None:
+    """Fit the bank's basis and the coefficients, groups and scales of the units' new layers (in place).
+
+    Returns (relative error with quantization, without it) per unit, or None for init="none" (nothing fitted).
+    """
+    layers = [unit.layer for unit in units]
+    assigned_later = assignment in ("learned", "dynamic") and bank.groups > 1  # by the fine-tune, not here
+    pending = UNASSIGNED if assignment == "learned" else DYNAMIC  # the segment_group value until it hardens
+    if init == "none":
+        if assigned_later:  # the structure only (a checkpoint loads over it): unassigned like a fresh decomposition
+            for layer in layers:
+                layer.segment_group.fill_(pending)
+        return None
+    # Stack the normalised segments of all layers (float32; only the m x m and n x n systems need float64).
+    rows = [weight_rows(unit.weight.detach().float()) for unit in units]
+    norms = [r.norm(dim=1) for r in rows]
+    segments = [segment_rows(r / n.clamp_min(1e-30)[:, None], bank.segment_len) for r, n in zip(rows, norms)]
+    stacked = torch.cat([s.reshape(-1, bank.segment_len) for s in segments])
+    del segments
+    basis, segment_group = _fit_basis(stacked, bank, init, group_iterations, seed)
+    with torch.no_grad():
+        bank.weight.copy_(basis)
+        coefs, residual = _fit_coefficients(stacked, basis, bank, segment_group, assignment)
+        if assigned_later:  # the fixed decomposition as the start, every group open to the fine-tune
+            segment_group = torch.full((stacked.shape[0],), pending, dtype=torch.long, device=stacked.device)
+        start = 0
+        for layer in layers:
+            count = layer.out_rows * layer.segments
+            layer.coef.copy_(coefs[start : start + count].reshape(layer.coef.shape))
+            if segment_group is not None:
+                layer.segment_group.copy_(segment_group[start : start + count].reshape(layer.segment_group.shape))
+            start += count
+        del coefs
+        quantized_weights = _refit_scales(layers, rows)
+        return _errors(layers, rows, norms, quantized_weights, residual)
+
+
+def _fit_basis(
+    stacked: Tensor, bank: BasisBank, init: str, group_iterations: int, seed: int
+) -> tuple[Tensor, Tensor | None]:
+    """The shared basis (float32, n x m) for the stacked segments, and the group of each segment (groups > 1)."""
+    if init == "svd":
+        basis = top_singular_basis(stacked, bank.n_basis)
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        basis = random_orthonormal(bank.n_basis, bank.segment_len, generator).to(stacked)
+    basis = basis.float()
+    segment_group = None
+    if bank.groups > 1:
+        basis, segment_group = assign_groups(stacked, basis, bank.groups, group_iterations)
+    return basis, segment_group
+
+
+def _fit_coefficients(
+    stacked: Tensor, basis: Tensor, bank: BasisBank, segment_group: Tensor | None, assignment: str
+) -> tuple[Tensor, Tensor]:
+    """Least-squares coefficients of every segment against the bank's quantized basis, group by group, and the
+    residual of each segment's (unquantized) projection on its group."""
+    quantized_basis = bank.quantized().float()
+    group_size = bank.n_basis // bank.groups
+    coefs = torch.zeros(stacked.shape[0], bank.n_basis, device=stacked.device)
+    residual = torch.zeros(stacked.shape[0], device=stacked.device)  # of the unquantized projection
+    for g in range(bank.groups):
+        members = slice(None) if segment_group is None else segment_group == g
+        block = slice(g * group_size, (g + 1) * group_size)
+        # dynamic: every group holds its own fit of every segment, so a group's norm is how well it
+        # reconstructs the segment (the group bases are orthonormal)
+        fitted = slice(None) if assignment == "dynamic" else members
+        coefs[fitted, block] = least_squares_coefficients(stacked[fitted], quantized_basis[block]).float()
+        projected = (stacked[members] @ basis[block].T) @ basis[block]  # the basis rows are orthonormal
+        residual[members] = (stacked[members] - projected).square().sum(1)
+    return coefs, residual
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Module replacement: the new layers, installed in place of the dense modules.
+# --------------------------------------------------------------------------------------------------------------
+def _new_layers(units: list[_Unit], settings: dict) -> None:
+    """Give every unit (and every unit tied to it) its basis-mapped `layer`, on the device and in the dtype of the
+    first unit's weight, holding the dense bias; the coefficients are fitted later (_decompose)."""
+    reference = units[0].weight
     # a model moved to channels_last has NHWC conv weights; 1x1 and one-input-channel kernels are both layouts at
     # once, so any conv whose weight is NHWC-only tells the layout of the model
     source_channels_last = any(unit.kind == "conv" and not unit.weight.is_contiguous() for unit in units)
@@ -439,63 +570,15 @@ def to_basisn(
                 member.layer.to(memory_format=torch.channels_last)  # keep the source model's NHWC layout
             if member.bias is not None:
                 member.layer.bias.data.copy_(member.bias.detach())
-    new_layers = [unit.layer for unit in units]
 
-    errors = None
-    if init != "none":
-        # 2. Stack the normalised segments of all layers (float32; only the m x m and n x n systems need float64).
-        rows = [weight_rows(unit.weight.detach().float()) for unit in units]
-        norms = [r.norm(dim=1) for r in rows]
-        segments = [segment_rows(r / n.clamp_min(1e-30)[:, None], segment_len) for r, n in zip(rows, norms)]
-        stacked = torch.cat([s.reshape(-1, segment_len) for s in segments])
-        del segments
 
-        # 3. The shared basis (and the group of each segment), then the coefficients.
-        if init == "svd":
-            basis = top_singular_basis(stacked, n_basis)
-        else:
-            basis = random_orthonormal(n_basis, segment_len, generator).to(stacked)
-        basis = basis.float()
-        segment_group = None
-        if groups > 1:
-            basis, segment_group = assign_groups(stacked, basis, groups, group_iterations)
-        with torch.no_grad():
-            bank.weight.copy_(basis)
-            quantized_basis = bank.quantized().float()
-            group_size = n_basis // groups
-            coefs = torch.zeros(stacked.shape[0], n_basis, device=stacked.device)
-            residual = torch.zeros(stacked.shape[0], device=stacked.device)  # of the unquantized projection
-            for g in range(groups):
-                members = slice(None) if segment_group is None else segment_group == g
-                block = slice(g * group_size, (g + 1) * group_size)
-                # dynamic: every group holds its own fit of every segment, so a group's norm is how well it
-                # reconstructs the segment (the group bases are orthonormal)
-                fitted = slice(None) if assignment == "dynamic" else members
-                coefs[fitted, block] = least_squares_coefficients(stacked[fitted], quantized_basis[block]).float()
-                projected = (stacked[members] @ basis[block].T) @ basis[block]  # the basis rows are orthonormal
-                residual[members] = (stacked[members] - projected).square().sum(1)
-            if assigned_later:  # the fixed decomposition as the start, every group open to the fine-tune
-                segment_group = torch.full((stacked.shape[0],), pending, dtype=torch.long, device=stacked.device)
-            start = 0
-            for layer in new_layers:
-                count = layer.out_rows * layer.segments
-                layer.coef.copy_(coefs[start : start + count].reshape(layer.coef.shape))
-                if segment_group is not None:
-                    layer.segment_group.copy_(segment_group[start : start + count].reshape(layer.segment_group.shape))
-                start += count
-            del coefs
-            quantized_weights = _refit_scales(new_layers, rows)
-            errors = _errors(new_layers, rows, norms, quantized_weights, residual)
-    elif assigned_later:  # the structure only (a checkpoint loads over it): unassigned like a fresh decomposition
-        for layer in new_layers:
-            layer.segment_group.fill_(pending)
-    for unit in units:
+def _install_layers(model: nn.Module, plan: _Plan, bank: BasisBank) -> None:
+    """Tie the shared coefficients, swap the new layers in (plain layers first: an attention module is rebuilt
+    around its converted out_proj), register the bank once and install the one-matmul rebuild."""
+    for unit in plan.units:
         for member in unit.tied:
             _share_coefficients(unit, member)
-
-    # 4. Swap the modules in (plain layers first: an attention module is rebuilt around its converted out_proj),
-    # register the bank once, install the one-matmul rebuild.
-    for unit in units:
+    for unit in plan.units:
         for member in [unit, *unit.tied]:
             for name in member.places:
                 _install(model, name, member.layer)
@@ -505,23 +588,6 @@ def to_basisn(
         for name in names:
             _install(model, name, mapped)
     attach_bank(model, bank)
-    bank.config = dict(
-        n_basis=n_basis,
-        segment_len=segment_len,
-        coef_bits=coef_bits,
-        coef_quant=coef_quant,
-        basis_bits=basis_bits,
-        groups=groups,
-        exclude=list(exclude),
-        coef_scale=coef_scale,
-        assignment=assignment,
-    )
-    shared = {
-        unit.name: unit.places[1:] + [name for member in unit.tied for name in member.places]
-        for unit in units
-        if len(unit.places) > 1 or unit.tied
-    }
-    return model, ConversionReport(_report(units, errors), plan.left_dense, shared)
 
 
 def _install(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -538,7 +604,7 @@ def _refit_scales(layers: list[BasisLayer], rows: list[Tensor]) -> list[Tensor]:
         for layer in layers:
             layer.scale.fill_(1.0)
         rebuilt_rows = []
-        for layer, target, unit in zip(layers, rows, _rebuild(layers)):
+        for layer, target, unit in zip(layers, rows, rebuild_layer_weights(layers)):
             unit = weight_rows(unit)
             energy = unit.square().sum(1)
             fitted = torch.where(energy > 0, (unit * target).sum(1) / energy.clamp_min(1e-30), torch.zeros_like(energy))
@@ -596,7 +662,7 @@ def to_dense(model: nn.Module) -> nn.Module:
     """
     if not hasattr(model, "basisn_bank"):
         raise ValueError("model is not basis-mapped (no basisn_bank); to_dense takes the output of to_basisn")
-    _sync_bank(model)
+    sync_bank(model)
     dense = copy.deepcopy(model)
     places: dict[int, list[str]] = {}
     modules: dict[int, nn.Module] = {}
@@ -606,7 +672,7 @@ def to_dense(model: nn.Module) -> nn.Module:
             modules[id(module)] = module
     layers = [m for m in modules.values() if isinstance(m, BasisLayer)]
     with torch.no_grad():
-        weights = dict(zip(map(id, layers), _rebuild(layers)))
+        weights = dict(zip(map(id, layers), rebuild_layer_weights(layers)))
     shared: dict[int, nn.Parameter] = {}  # id of a coef Parameter -> its dense weight (tied weights stay tied)
     plain_of: dict[int, nn.Module] = {}
     for layer in layers:

@@ -1,7 +1,8 @@
 """`basisn <command> [options]`: the entry points that `dvc.yaml` and the Makefile call.
 
-Each command lives next to the code it drives and parses its own options; this file only routes, so that
-`basisn --help` lists everything and importing one command never imports the others (torch start-up is slow).
+Each DVC stage's command lives in basisn/stages/<stage>.py (the stage's name in dvc.yaml; the `nb_*` stages run
+`notebook`) and parses its own options; this file only routes, so that `basisn --help` lists everything and
+importing one command never imports the others (torch start-up is slow).
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ import sys
 # command -> ("module", "function", one-line help). The function takes argv (list[str]) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("basisn.data", "fetch_main", "fetch the dataset into data/raw (mirror, Debian package, download)"),
-    "data-check": ("basisn.pipeline", "data_main", "stage data: verify data/raw, write a dataset summary"),
-    "train": ("basisn.pipeline", "train_main", "stage train: the dense baseline (torchrun for multi-GPU)"),
-    "decompose": ("basisn.pipeline", "decompose_main", "stage decompose: to_basisn + reconstruction report"),
-    "finetune": ("basisn.pipeline", "finetune_main", "stage finetune: BasisN with quantization + distillation"),
-    "evaluate": ("basisn.pipeline", "evaluate_main", "stage evaluate: dense vs decomposed vs BasisN accuracy"),
-    "sweep": ("basisn.pipeline", "sweep_main", "stage sweep: n_basis x coef_bits"),
-    "tradeoff": ("basisn.tradeoff", "tradeoff_main", "stage tradeoff: accuracy and cost of the same models, G x bits"),
-    "notebook": ("basisn.notebooks", "notebook_main", "execute a notebook (jupytext + papermill) into paper_figures"),
-    "hw-eval": ("basisn.hardware.report", "hw_eval_main", "cost model: cycles, energy, EDP of every scheme"),
-    "robustness": ("basisn.hardware.robustness", "robustness_main", "accuracy under analog crossbar non-idealities"),
+    "data-check": ("basisn.stages.data", "main", "stage data: verify data/raw, write a dataset summary"),
+    "train": ("basisn.stages.train", "main", "stage train: the dense baseline (torchrun for multi-GPU)"),
+    "decompose": ("basisn.stages.decompose", "main", "stage decompose: to_basisn + reconstruction report"),
+    "finetune": ("basisn.stages.finetune", "main", "stage finetune: BasisN with quantization + distillation"),
+    "evaluate": ("basisn.stages.evaluate", "main", "stage evaluate: dense vs decomposed vs BasisN accuracy"),
+    "sweep": ("basisn.stages.sweep", "main", "stage sweep: n_basis x coef_bits"),
+    "tradeoff": ("basisn.stages.tradeoff", "main", "stage tradeoff: accuracy and cost of the same models, G x bits"),
+    "notebook": ("basisn.stages.notebook", "main", "execute a notebook (jupytext + papermill) into paper_figures"),
+    "hw-eval": ("basisn.stages.hardware", "main", "cost model: cycles, energy, EDP of every scheme"),
+    "robustness": ("basisn.stages.robustness", "main", "accuracy under analog crossbar non-idealities"),
     "summary": ("basisn.summary", "summary_main", "after make repro: accuracy, headline ratios, where the files are"),
 }
 

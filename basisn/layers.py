@@ -219,7 +219,7 @@ class BasisLayer(nn.Module):
 
     def rebuild_weight(self) -> Tensor:
         """This layer's reconstructed weight, rebuilt on its own (the model's forward rebuilds all layers at once)."""
-        return _rebuild([self])[0]
+        return rebuild_layer_weights([self])[0]
 
     @property
     def weight(self) -> Tensor:
@@ -313,7 +313,7 @@ class BasisConv2d(BasisLayer):
         return not self.layout_probe.is_contiguous()
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.weight  # already NHWC when the layer is channels_last (see _rebuild)
+        weight = self.weight  # already NHWC when the layer is channels_last (see rebuild_layer_weights)
         if not self.channels_last and (
             x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         ):
@@ -524,10 +524,11 @@ class _ScaleCombineAssemble(torch.autograd.Function):
         return grad_coefs, grad_scales, grad_basis, None, None
 
 
-def _rebuild(layers: list[BasisLayer]) -> list[Tensor]:
-    """Weights of `layers` (which share one bank and one quantizer setting) from one matmul.
+def rebuild_layer_weights(layers: list[BasisLayer]) -> list[Tensor]:
+    """Weights of `layers` (which share one bank and one quantizer setting) from one matmul, in their order.
 
-    A channels_last conv layer gets its weight in NHWC strides (the one copy its convolution would make).
+    The list-of-layers form of `rebuild_weights(model)`, without its checks or bank sync. A channels_last conv
+    layer gets its weight in NHWC strides (the one copy its convolution would make).
     """
     bank = layers[0].bank
     coefs = _quantized_coefficients(layers)
@@ -557,9 +558,9 @@ def rebuild_weights(model: nn.Module) -> dict[str, Tensor]:
     if not named:
         return {}
     if hasattr(model, "basisn_bank"):
-        _sync_bank(model)
+        sync_bank(model)
     _check_shared_settings([layer for _, layer in named])
-    return dict(zip([name for name, _ in named], _rebuild([layer for _, layer in named])))
+    return dict(zip([name for name, _ in named], rebuild_layer_weights([layer for _, layer in named])))
 
 
 def _check_shared_settings(layers: Iterable[BasisLayer]) -> None:
@@ -588,8 +589,9 @@ def _is_container(model: nn.Module) -> bool:
     return isinstance(model, CONTAINERS)
 
 
-def _sync_bank(model: nn.Module) -> BasisBank:
-    """The root's bank, pointing at the basis Parameter the root holds (see BasisBank.follow_root)."""
+def sync_bank(model: nn.Module) -> BasisBank:
+    """The root's bank, re-pointed at the basis Parameter the root holds (see BasisBank.follow_root): call it
+    before reading a basis-mapped model's bank directly."""
     bank: BasisBank = model.basisn_bank
     bank.follow_root()
     return bank
@@ -612,16 +614,16 @@ def _rebuild_before_forward(model: nn.Module, args: object) -> None:
     """Rebuild every layer's weight for this pass. In eval mode without autograd the weights of the last such
     pass are reused while nothing they depend on changed (optimizer steps, load_state_dict, .to() all change
     a parameter's version or storage); in training, or with autograd on, they are always rebuilt."""
-    bank = _sync_bank(model)
+    bank = sync_bank(model)
     if model.training or torch.is_grad_enabled():
         bank.__dict__.pop("_eval_weights", None)
-        weights = _rebuild(bank.layers)
+        weights = rebuild_layer_weights(bank.layers)
     else:
         state, tensors = _rebuild_state(bank)
         cached = bank.__dict__.get("_eval_weights")
         if cached is None or cached[0] != state:
             # the cache holds the tensors of `state` too, so their ids cannot be reused while it is kept
-            cached = (state, _rebuild(bank.layers), tensors)
+            cached = (state, rebuild_layer_weights(bank.layers), tensors)
             bank.__dict__["_eval_weights"] = cached
         weights = cached[1]
     for layer, weight in zip(bank.layers, weights):

@@ -4,8 +4,10 @@ params.yaml holds the default (Fashion-MNIST) values at the top level and named 
 them (the paper's CIFAR-100 / ImageNet settings, a tiny smoke profile). `profile:` selects one, so a profile is
 chosen without editing code: `dvc exp run -S profile=cifar100_resnet18`, or `BASISN_PROFILE=smoke` for a one-off
 run of a stage (not inside `dvc repro`, where params.yaml's `profile:` is the only source, as dvc.lock records it).
-Blocks that belong to one subsystem (`hardware`, `robustness`) are validated by that subsystem's own checks, for
-the top level and every profile that overrides them, whenever a stage loads params.yaml.
+Blocks that belong to one part of the library (`hardware`: basisn.hardware.settings, `robustness`:
+basisn.hardware.robustness) are validated by that part's own parser, for the top level and every profile that
+overrides them, whenever a stage loads params.yaml; so every stage refuses a bad block before any work. This module
+imports no stage (basisn.stages): the stages call it.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ NETWORK_NAMES = (
     "cifar_densenet121",
     "vit_b_16",
 )
+MODEL_NETWORK = "pipeline_model"  # the network name the hardware and tradeoff stages give the pipeline's own model
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit seed
 MAX_SEGMENT_LEN = 8192  # 8 * 8192^2 bytes = 0.5 GiB for the m x m system; 100000 would need 80 GB
 # (train images, test images, classes) of the standard splits, for subset checks before any file is read
@@ -190,7 +193,7 @@ SCHEMA: dict[str, Any] = {
     "tradeoff": {
         "groups": list_of(integer(1)),
         "coef_bits": list_of(integer(2, 16)),
-        "options": Rule(  # each option's overrides: basisn.tradeoff.check_block
+        "options": Rule(  # each option's overrides: _check_tradeoff
             "a non-empty mapping of option name -> {decompose: ..., finetune: ...} overrides",
             lambda v: isinstance(v, dict) and bool(v) and all(isinstance(k, str) and k for k in v),
         ),
@@ -320,9 +323,60 @@ def _check_semantics(p: dict) -> None:
                 f"params: {key}={value} is not allowed for {dataset}; allowed: {classes} (one image per class) "
                 f"to {size} (the split's size), or null"
             )
-    from basisn.tradeoff import check_block  # the tradeoff stage's own checks live next to its grid
+    _check_tradeoff(p)
 
-    check_block(p)
+
+def _check_tradeoff(p: dict) -> None:
+    """Semantic checks of `tradeoff:` that involve other blocks (each leaf is validated by SCHEMA); the tradeoff
+    stage's grid (basisn.stages.tradeoff.configurations) relies on them."""
+    t = p["tradeoff"]
+    n_basis = p["decompose"]["n_basis"]
+    lists = [("tradeoff.groups", t["groups"])] + [(f"tradeoff.full.{name}", gs) for name, gs in t["full"].items()]
+    for key, groups in lists:
+        for g in groups:
+            if isinstance(g, bool) or not isinstance(g, int) or g < 1 or n_basis % g:
+                raise ParamsError(
+                    f"params: {key} contains {g!r}, which does not divide decompose.n_basis={n_basis}; "
+                    "allowed: divisors of n_basis"
+                )
+    for name in t["full"]:
+        if name not in t["options"]:
+            raise ParamsError(
+                f"params: tradeoff.full.{name} names no option of tradeoff.options; allowed: {', '.join(t['options'])}"
+            )
+    headline = t["headline"]["network"]
+    if headline not in (*t["networks"], MODEL_NETWORK):
+        raise ParamsError(
+            f"params: tradeoff.headline.network={headline!r} is not priced; allowed: "
+            f"{', '.join((*t['networks'], MODEL_NETWORK))}"
+        )
+    if t["best"] not in t["options"]:
+        raise ParamsError(
+            f"params: tradeoff.best={t['best']!r} is not one of tradeoff.options; allowed: {', '.join(t['options'])}"
+        )
+    for name, overrides in t["options"].items():
+        where = f"tradeoff.options.{name}"
+        if overrides is None:
+            continue
+        if not isinstance(overrides, dict):
+            raise ParamsError(
+                f"params: {where}={overrides!r} is not allowed; use a mapping with decompose: and/or finetune:"
+            )
+        for block in overrides:
+            if block not in ("decompose", "finetune"):
+                raise ParamsError(f"params: unknown key {where}.{block}; allowed keys here: decompose, finetune")
+            if block == "decompose" and {"groups", "coef_bits"} & set(overrides[block] or {}):
+                raise ParamsError(
+                    f"params: {where}.decompose sets groups/coef_bits, which tradeoff.groups/coef_bits sweep; "
+                    "allowed: the other decompose keys"
+                )
+            check_partial(block, overrides[block] or {}, f"{where}.{block}.")
+        merged = merge(p["finetune"], overrides.get("finetune") or {})
+        if merged["warmup_epochs"] > merged["epochs"]:
+            raise ParamsError(
+                f"params: {where}.finetune: warmup_epochs={merged['warmup_epochs']} exceeds epochs={merged['epochs']}; "
+                f"allowed: 0..{merged['epochs']} (the short fine-tune clamps the warm-up to its own length)"
+            )
 
 
 def check_layer_names(p: dict) -> None:
@@ -349,8 +403,8 @@ def check_layer_names(p: dict) -> None:
 
 def check_subsystem_blocks(raw: dict) -> None:
     """Validate the `hardware:` and `robustness:` blocks of every profile (merged over the top level)."""
-    from basisn.hardware.report import resolve_block
-    from basisn.hardware.robustness import parse_settings
+    from basisn.hardware.robustness import parse_settings  # the library's own parsers of its blocks
+    from basisn.hardware.settings import resolve_block
 
     for block, validate in (("hardware", resolve_block), ("robustness", parse_settings)):
         checks = [("", raw.get(block) or {})]

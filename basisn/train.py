@@ -20,9 +20,9 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -294,6 +294,59 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------------------------------------------
+# The state of one fit() call.
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainingSetup:
+    """What every epoch of one fit() call uses unchanged, so that the epoch and checkpoint code takes one argument.
+
+    `model` is the unwrapped module (state dicts, clipping, hardening); `train_model` the one called forward
+    (wrapped by DDP and/or torch.compile); `teacher` is None unless distilling (config.kd_alpha > 0).
+    """
+
+    config: TrainConfig
+    model: nn.Module
+    train_model: nn.Module
+    teacher: nn.Module | None
+    teacher_was_training: bool | None  # the teacher's mode before fit(), restored at the end
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR
+    device: torch.device
+    use_amp: bool
+    steps_per_epoch: int
+    hardening_step: int
+    rank: int
+    world_size: int
+    show_bar: bool
+    log: Callable[[str], None]
+    on_step: Callable[[int], None] | None
+
+
+@dataclass
+class TrainingProgress:
+    """Where a run stands: with the weights, optimizer, scheduler and RNG states, what a checkpoint restores.
+
+    `pending` (a learned group assignment not hardened yet) is not saved: it is read off the model.
+    """
+
+    epoch: int = 0  # epochs completed
+    global_step: int = 0
+    history: list[dict] = field(default_factory=list)
+    num_classes: int | None = None
+    pending: bool = False
+
+
+class EpochTotals(NamedTuple):
+    """One epoch's training sums over all ranks, and its wall-clock time."""
+
+    loss_sum: float
+    correct: float
+    seen: float
+    train_seconds: float
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Checkpoints and metrics.
 # --------------------------------------------------------------------------------------------------------------
 def _check_resumable(checkpoint: Any, path: Path, expected: dict) -> None:
@@ -319,7 +372,7 @@ def _check_resumable(checkpoint: Any, path: Path, expected: dict) -> None:
         )
 
 
-def _save_checkpoint(path: Path, payload: dict, device: torch.device, rank: int, world_size: int) -> None:
+def _write_checkpoint(path: Path, payload: dict, device: torch.device, rank: int, world_size: int) -> None:
     """Rank 0 writes `payload` plus every rank's RNG state, atomically; all ranks wait until it is on disk."""
     rng = _rng_state(device)
     if world_size > 1:
@@ -331,6 +384,53 @@ def _save_checkpoint(path: Path, payload: dict, device: torch.device, rank: int,
         atomic_torch_save(dict(payload, rng=gathered), path)
     if world_size > 1:
         dist.barrier()
+
+
+def save_checkpoint(path: Path, setup: TrainingSetup, progress: TrainingProgress) -> None:
+    """Checkpoint the run after epoch `progress.epoch`: everything the next epoch depends on, and the settings."""
+    payload = dict(
+        format=CHECKPOINT_FORMAT,
+        epoch=progress.epoch,
+        global_step=progress.global_step,
+        model=setup.model.state_dict(),
+        optimizer=setup.optimizer.state_dict(),
+        scheduler=setup.scheduler.state_dict(),
+        history=progress.history,
+        config=dataclasses.asdict(setup.config),
+        world_size=setup.world_size,
+        steps_per_epoch=setup.steps_per_epoch,
+        num_classes=progress.num_classes,
+    )
+    _write_checkpoint(path, payload, setup.device, setup.rank, setup.world_size)
+
+
+def resume_from_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LambdaLR,
+    run_settings: dict,
+    device: torch.device,
+    rank: int,
+) -> TrainingProgress:
+    """Load `path` into the model, optimizer, scheduler and this rank's RNGs, so the run continues exactly.
+
+    Refuses (CheckpointMismatchError) a checkpoint whose config, world size or steps per epoch (`run_settings`)
+    differ, before touching anything.
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    _check_resumable(checkpoint, path, run_settings)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    progress = TrainingProgress(
+        epoch=checkpoint["epoch"],
+        global_step=checkpoint["global_step"],
+        history=list(checkpoint["history"]),
+        num_classes=checkpoint["num_classes"],
+    )
+    _set_rng_state(checkpoint["rng"][rank], device)
+    return progress
 
 
 def _json_ready(value: Any) -> Any:
@@ -365,6 +465,272 @@ def _harden(model: nn.Module, optimizer: torch.optim.Optimizer, step: int, log: 
     return not parallel.assignment_pending(model)
 
 
+def _training_device(device: torch.device | str | None) -> torch.device:
+    """The device to train on, with its index: DDP and the per-device RNG state need it."""
+    device = torch.device(device) if device is not None else _default_device()
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    """SGD over every parameter tensor: one entry per tensor, even one shared by many layers (the BasisN basis)."""
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+    )
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> LambdaLR:
+    """Per-iteration linear warm-up then cosine decay to 0 (`lr_factor`) over the whole run."""
+    warmup_steps, total_steps = config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch
+    return LambdaLR(optimizer, lambda step: lr_factor(step, warmup_steps, total_steps))
+
+
+def _wrap_for_training(model: nn.Module, config: TrainConfig, device: torch.device, world_size: int) -> nn.Module:
+    """The module to call forward: DDP-wrapped under several processes, compiled if config.compile.
+
+    DDP hooks gradients, not layers: parameters shared by many layers (the BasisN basis, rebuilt into every
+    layer's weight by a forward pre-hook on the root module) are all-reduced once, like any other.
+    """
+    train_model: nn.Module = model
+    if world_size > 1:
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        train_model = torch.compile(train_model)  # type: ignore[assignment]
+    return train_model
+
+
+def _prepare_teacher(teacher: nn.Module | None, device: torch.device, channels_last: bool) -> bool | None:
+    """Put the distillation teacher on `device` in eval mode; returns its train/eval mode, to restore at the end."""
+    if teacher is None:
+        return None
+    was_training = teacher.training
+    teacher.to(device).eval()
+    if channels_last:
+        teacher.to(memory_format=torch.channels_last)
+    return was_training
+
+
+def _train_step(setup: TrainingSetup, global_step: int, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, float]:
+    """Forward (with the distillation term), backward and one optimizer + scheduler step.
+
+    Returns the logits, the loss and the learning rate the step used (the group-lasso ramp needs it).
+    """
+    config = setup.config
+    with torch.autocast(setup.device.type, dtype=torch.bfloat16, enabled=setup.use_amp):
+        logits = setup.train_model(images)
+        loss = setup.criterion(logits, labels)
+        if setup.teacher is not None:
+            with torch.no_grad():
+                teacher_logits = setup.teacher(images)
+            kd = distillation_loss(logits, teacher_logits, config.kd_temperature)
+            loss = (1 - config.kd_alpha) * loss + config.kd_alpha * kd
+    setup.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.alternate is not None:  # SGD skips a parameter without a gradient: no momentum, no decay
+        for frozen in parallel.frozen_this_step(setup.model, config.alternate, global_step):
+            frozen.grad = None
+    if config.grad_clip is not None:
+        nn.utils.clip_grad_norm_(setup.model.parameters(), config.grad_clip)
+    step_lr = setup.scheduler.get_last_lr()[0]
+    setup.optimizer.step()
+    setup.scheduler.step()
+    return logits, loss, step_lr
+
+
+def _shrink_groups(setup: TrainingSetup, global_step: int, step_lr: float) -> None:
+    """The group-lasso proximal step after optimizer step `global_step` (0-based), in a coefficient phase."""
+    config = setup.config
+    if parallel.in_coefficient_phase(config.alternate, global_step):
+        threshold = parallel.group_lasso_threshold(
+            config.group_lasso, global_step + 1, setup.hardening_step, step_lr / config.lr
+        )
+        parallel.group_lasso_prox(setup.model, threshold)
+
+
+def train_one_epoch(setup: TrainingSetup, progress: TrainingProgress, train_loader: Batches, epoch: int) -> EpochTotals:
+    """One pass over train_loader (epoch `epoch`, 0-based), as torchvision's train_one_epoch.
+
+    Advances `progress` (global step, number of classes, learned-assignment hardening) and leaves every rank
+    with rank 0's buffers, so that evaluation and the checkpoint see one model.
+    """
+    config, device = setup.config, setup.device
+    if hasattr(train_loader, "set_epoch"):
+        train_loader.set_epoch(epoch)
+    setup.train_model.train()
+    started = time.perf_counter()
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, samples (this rank)
+    bar = tqdm(
+        train_loader, total=setup.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not setup.show_bar
+    )
+    for step, (images, labels) in enumerate(bar, 1):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        logits, loss, step_lr = _train_step(setup, progress.global_step, images, labels)
+        if progress.pending:
+            _shrink_groups(setup, progress.global_step, step_lr)
+        progress.global_step += 1
+        if progress.pending and progress.global_step >= setup.hardening_step:
+            progress.pending = not _harden(setup.model, setup.optimizer, progress.global_step, setup.log)
+        progress.num_classes = logits.shape[1]
+        totals[0] += loss.detach().double() * len(labels)
+        totals[1] += (logits.argmax(1) == labels).sum()
+        totals[2] += len(labels)
+        if setup.on_step is not None:
+            setup.on_step(progress.global_step)
+        if setup.show_bar and step % config.log_interval == 0:
+            loss_sum, correct, seen = totals.tolist()
+            lr = setup.scheduler.get_last_lr()[0]
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", lr=f"{lr:.3g}")
+    bar.close()
+    if setup.world_size > 1:
+        dist.all_reduce(totals)
+        _broadcast_buffers(setup.model)
+    loss_sum, correct, seen = totals.tolist()
+    return EpochTotals(loss_sum, correct, seen, time.perf_counter() - started)
+
+
+def _epoch_record(epoch: int, totals: EpochTotals, test: dict, scheduler: LambdaLR) -> dict:
+    """The history entry of epoch `epoch` (0-based): train sums, test scores, LR after it, throughput."""
+    return dict(
+        epoch=epoch + 1,
+        lr=scheduler.get_last_lr()[0],
+        train_loss=totals.loss_sum / totals.seen,
+        train_accuracy=totals.correct / totals.seen,
+        test_loss=test["loss"],
+        test_accuracy=test["accuracy"],
+        train_samples=int(totals.seen),
+        train_seconds=totals.train_seconds,
+        images_per_second=totals.seen / totals.train_seconds,
+    )
+
+
+def _epoch_summary(record: dict, epochs: int) -> str:
+    """The one log line of an epoch."""
+    return (
+        f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "
+        f"test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f} | lr {record['lr']:.3g} | "
+        f"{record['train_seconds']:.1f}s, {record['images_per_second']:.0f} img/s"
+    )
+
+
+def _final_metrics(test: dict, progress: TrainingProgress, config: TrainConfig, world_size: int) -> dict:
+    """fit()'s return value and metrics.json: the final test scores, the last epoch's train scores, the history."""
+    history = progress.history
+    train_seconds = sum(h["train_seconds"] for h in history)
+    images = sum(h["train_samples"] for h in history)
+    return dict(
+        test_accuracy=test["accuracy"],
+        test_loss=test["loss"],
+        test_samples=test["count"],
+        test_per_class=test["per_class"],
+        train_loss=history[-1]["train_loss"],
+        train_accuracy=history[-1]["train_accuracy"],
+        epochs=config.epochs,
+        global_steps=progress.global_step,
+        world_size=world_size,
+        train_seconds=train_seconds,
+        images_per_second=images / train_seconds if train_seconds > 0 else float("nan"),
+        history=history,
+        config=dataclasses.asdict(config),
+    )
+
+
+def _rank0_logger(rank: int) -> Callable[[str], None]:
+    """A print that only rank 0 does: one log, not one per process."""
+
+    def log(message: str) -> None:
+        if rank == 0:
+            print(message, flush=True)
+
+    return log
+
+
+def _resume_or_start(
+    checkpoint_path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LambdaLR,
+    config: TrainConfig,
+    steps_per_epoch: int,
+    hardening_step: int,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> TrainingProgress:
+    """The progress to start from: the checkpoint's if there is one (restored into the model etc.), else none.
+
+    Also notes whether a learned group assignment is still to harden, hardening it now if its step is past.
+    """
+    rank, world_size = _rank_and_world_size()
+    progress = TrainingProgress()
+    if checkpoint_path.exists():
+        run_settings = dict(dataclasses.asdict(config), world_size=world_size, steps_per_epoch=steps_per_epoch)
+        progress = resume_from_checkpoint(checkpoint_path, model, optimizer, scheduler, run_settings, device, rank)
+        log(f"resuming from {checkpoint_path} after epoch {progress.epoch}/{config.epochs}")
+    progress.pending = parallel.assignment_pending(model)  # learned group assignment, not hardened yet
+    if progress.pending and progress.global_step >= hardening_step:  # cannot happen after a step of this loop
+        progress.pending = not _harden(model, optimizer, progress.global_step, log)
+    return progress
+
+
+def _training_setup(
+    model: nn.Module,
+    teacher: nn.Module | None,
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LambdaLR,
+    steps_per_epoch: int,
+    hardening_step: int,
+    device: torch.device,
+    log: Callable[[str], None],
+    on_step: Callable[[int], None] | None,
+) -> TrainingSetup:
+    """Wrap the model for training and ready the teacher; done after resuming, so DDP starts from final weights."""
+    rank, world_size = _rank_and_world_size()
+    train_model = _wrap_for_training(model, config, device, world_size)
+    kd_teacher = teacher if config.kd_alpha > 0 else None
+    teacher_was_training = _prepare_teacher(kd_teacher, device, config.channels_last)
+    return TrainingSetup(
+        config=config,
+        model=model,
+        train_model=train_model,
+        teacher=kd_teacher,
+        teacher_was_training=teacher_was_training,
+        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        device=device,
+        use_amp=config.amp and device.type == "cuda",
+        steps_per_epoch=steps_per_epoch,
+        hardening_step=hardening_step,
+        rank=rank,
+        world_size=world_size,
+        show_bar=_show_progress_bar(rank),
+        log=log,
+        on_step=on_step,
+    )
+
+
+def _final_test(setup: TrainingSetup, progress: TrainingProgress, last_test: dict | None, test_loader: Batches) -> dict:
+    """After the last epoch: give the teacher its mode back, never leave an unassigned model, score the model.
+
+    The last epoch's evaluation is reused unless the model changed since (a hardening) or no epoch ran here.
+    """
+    if setup.teacher is not None:
+        setup.teacher.train(setup.teacher_was_training)
+    if parallel.assignment_pending(setup.model):  # a checkpoint of an older run
+        _harden(setup.model, setup.optimizer, progress.global_step, setup.log)
+        last_test = None
+    if last_test is None:  # e.g. resumed a finished run: score the checkpoint's model once more
+        last_test = evaluate(setup.model, test_loader, progress.num_classes, setup.device, setup.config.channels_last)
+    return last_test
+
+
 def fit(
     model: nn.Module,
     train_loader: Batches,
@@ -385,24 +751,16 @@ def fit(
     if config.kd_alpha > 0 and teacher is None:
         raise ValueError(f"TrainConfig.kd_alpha={config.kd_alpha} needs a teacher model; pass teacher= or kd_alpha=0")
     rank, world_size = _rank_and_world_size()
-    device = torch.device(device) if device is not None else _default_device()
-    on_cuda = device.type == "cuda"
-    if on_cuda and device.index is None:  # DDP and the per-device RNG state need the index
-        device = torch.device("cuda", torch.cuda.current_device())
-    use_amp = config.amp and on_cuda
+    device = _training_device(device)
     # channels_last on every device: oneDNN's NHWC convolutions made the default model's CPU training step
     # about 1.7x faster (docs/benchmarks.md), and cuDNN's are the fast ones on GPUs
     channels_last = config.channels_last
-    use_kd = teacher is not None and config.kd_alpha > 0
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_NAME
     steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
     if steps_per_epoch == 0:
         raise ValueError("the train loader yields no batch")
-
-    def log(message: str) -> None:
-        if rank == 0:
-            print(message, flush=True)
+    log = _rank0_logger(rank)
 
     if config.alternate is not None:
         parallel.basis_parameter(model)  # refuses a model without a basis, before any work
@@ -410,164 +768,26 @@ def fit(
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        model.parameters(),  # one entry per tensor, even one shared by many layers (the BasisN basis)
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-        weight_decay=config.weight_decay,
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch)
+    hardening_step = parallel.harden_step(config.harden_at, config.epochs * steps_per_epoch)
+    progress = _resume_or_start(
+        checkpoint_path, model, optimizer, scheduler, config, steps_per_epoch, hardening_step, device, log
     )
-    warmup_steps, total_steps = config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch
-    scheduler = LambdaLR(optimizer, lambda step: lr_factor(step, warmup_steps, total_steps))
-    hardening_step = parallel.harden_step(config.harden_at, total_steps)
+    setup = _training_setup(
+        model, teacher, config, optimizer, scheduler, steps_per_epoch, hardening_step, device, log, on_step
+    )
 
-    run_settings = dict(dataclasses.asdict(config), world_size=world_size, steps_per_epoch=steps_per_epoch)
-    start_epoch, global_step, history, num_classes = 0, 0, [], None
-    if checkpoint_path.exists():
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        _check_resumable(checkpoint, checkpoint_path, run_settings)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        start_epoch, global_step = checkpoint["epoch"], checkpoint["global_step"]
-        history, num_classes = list(checkpoint["history"]), checkpoint["num_classes"]
-        _set_rng_state(checkpoint["rng"][rank], device)
-        log(f"resuming from {checkpoint_path} after epoch {start_epoch}/{config.epochs}")
-    pending = parallel.assignment_pending(model)  # learned group assignment, not hardened yet
-    if pending and global_step >= hardening_step:  # cannot happen after a step of this loop; kept for safety
-        pending = not _harden(model, optimizer, global_step, log)
-
-    # DDP hooks gradients, not layers: parameters shared by many layers (the BasisN basis, rebuilt into every
-    # layer's weight by a forward pre-hook on the root module) are all-reduced once, like any other.
-    train_model: nn.Module = model
-    if world_size > 1:
-        train_model = DistributedDataParallel(model, device_ids=[device.index] if on_cuda else None)
-    if config.compile:
-        train_model = torch.compile(train_model)  # type: ignore[assignment]
-    if use_kd:
-        teacher_was_training = teacher.training
-        teacher.to(device).eval()
-        if channels_last:
-            teacher.to(memory_format=torch.channels_last)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    show_bar = _show_progress_bar(rank)
     last_test: dict | None = None
+    for epoch in range(progress.epoch, config.epochs):
+        totals = train_one_epoch(setup, progress, train_loader, epoch)
+        last_test = evaluate(model, test_loader, progress.num_classes, device, channels_last)
+        progress.history.append(_epoch_record(epoch, totals, last_test, scheduler))
+        progress.epoch = epoch + 1
+        save_checkpoint(checkpoint_path, setup, progress)
+        log(_epoch_summary(progress.history[-1], config.epochs))
 
-    for epoch in range(start_epoch, config.epochs):
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
-        train_model.train()
-        started = time.perf_counter()
-        totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, samples (this rank)
-        bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show_bar)
-        for step, (images, labels) in enumerate(bar, 1):
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = train_model(images)
-                loss = criterion(logits, labels)
-                if use_kd:
-                    with torch.no_grad():
-                        teacher_logits = teacher(images)
-                    kd = distillation_loss(logits, teacher_logits, config.kd_temperature)
-                    loss = (1 - config.kd_alpha) * loss + config.kd_alpha * kd
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.alternate is not None:  # SGD skips a parameter without a gradient: no momentum, no decay
-                for frozen in parallel.frozen_this_step(model, config.alternate, global_step):
-                    frozen.grad = None
-            if config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            step_lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            if pending and parallel.in_coefficient_phase(config.alternate, global_step):
-                parallel.group_lasso_prox(
-                    model,
-                    parallel.group_lasso_threshold(
-                        config.group_lasso, global_step + 1, hardening_step, step_lr / config.lr
-                    ),
-                )
-            global_step += 1
-            if pending and global_step >= hardening_step:
-                pending = not _harden(model, optimizer, global_step, log)
-            num_classes = logits.shape[1]
-            totals[0] += loss.detach().double() * len(labels)
-            totals[1] += (logits.argmax(1) == labels).sum()
-            totals[2] += len(labels)
-            if on_step is not None:
-                on_step(global_step)
-            if show_bar and step % config.log_interval == 0:
-                loss_sum, correct, seen = totals.tolist()
-                bar.set_postfix(
-                    loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", lr=f"{scheduler.get_last_lr()[0]:.3g}"
-                )
-        bar.close()
-        if world_size > 1:
-            dist.all_reduce(totals)
-            _broadcast_buffers(model)
-        loss_sum, correct, seen = totals.tolist()
-        train_seconds = time.perf_counter() - started
-        last_test = evaluate(model, test_loader, num_classes, device, channels_last)
-        history.append(
-            dict(
-                epoch=epoch + 1,
-                lr=scheduler.get_last_lr()[0],
-                train_loss=loss_sum / seen,
-                train_accuracy=correct / seen,
-                test_loss=last_test["loss"],
-                test_accuracy=last_test["accuracy"],
-                train_samples=int(seen),
-                train_seconds=train_seconds,
-                images_per_second=seen / train_seconds,
-            )
-        )
-        payload = dict(
-            format=CHECKPOINT_FORMAT,
-            epoch=epoch + 1,
-            global_step=global_step,
-            model=model.state_dict(),
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-            history=history,
-            config=dataclasses.asdict(config),
-            world_size=world_size,
-            steps_per_epoch=steps_per_epoch,
-            num_classes=num_classes,
-        )
-        _save_checkpoint(checkpoint_path, payload, device, rank, world_size)
-        h = history[-1]
-        log(
-            f"epoch {epoch + 1}/{config.epochs}: train loss {h['train_loss']:.4f} acc {h['train_accuracy']:.4f} | "
-            f"test loss {h['test_loss']:.4f} acc {h['test_accuracy']:.4f} | lr {h['lr']:.3g} | "
-            f"{train_seconds:.1f}s, {h['images_per_second']:.0f} img/s"
-        )
-
-    if use_kd:
-        teacher.train(teacher_was_training)
-    if parallel.assignment_pending(model):  # never leave an unassigned model (a checkpoint of an older run)
-        _harden(model, optimizer, global_step, log)
-        last_test = None
-    if last_test is None:  # resumed a finished run: score the checkpoint's model once more
-        last_test = evaluate(model, test_loader, num_classes, device, channels_last)
-    train_seconds = sum(h["train_seconds"] for h in history)
-    images = sum(h["train_samples"] for h in history)
-    metrics = dict(
-        test_accuracy=last_test["accuracy"],
-        test_loss=last_test["loss"],
-        test_samples=last_test["count"],
-        test_per_class=last_test["per_class"],
-        train_loss=history[-1]["train_loss"],
-        train_accuracy=history[-1]["train_accuracy"],
-        epochs=config.epochs,
-        global_steps=global_step,
-        world_size=world_size,
-        train_seconds=train_seconds,
-        images_per_second=images / train_seconds if train_seconds > 0 else float("nan"),
-        history=history,
-        config=dataclasses.asdict(config),
-    )
+    metrics = _final_metrics(_final_test(setup, progress, last_test, test_loader), progress, config, world_size)
     if rank == 0:
         atomic_write_json(out_dir / METRICS_NAME, _json_ready(metrics), sort_keys=False, allow_nan=False)
     return metrics

@@ -3,7 +3,7 @@ the evaluation part of the whole `basisn hw-eval` on the default params.yaml (ta
 
 Shape extraction (building each model on the meta device + forward hooks) is timed separately from evaluation.
 Evaluation is timed cold (fresh NetworkShapes, so the tiling and the reprogramming schedule tables are rebuilt)
-and warm (the same objects again). The hw-eval timing is `basisn.hardware.report.run` (every table of hw-eval,
+and warm (the same objects again). The hw-eval timing is `basisn.stages.hardware.run` (every table of hw-eval,
 nothing written) on fresh shapes. Run:
 
     .venv/bin/python benchmarks/bench_cost_model.py [--repeats 5] [--params params.yaml]
@@ -23,7 +23,8 @@ import torch
 from basisn.hardware import NetworkShapes, evaluate, preset
 from basisn.hardware.cost import SCHEMES
 from basisn.hardware.networks import PAPER_NETWORKS, paper_shapes
-from basisn.hardware.report import load_block, resolve_block, run
+from basisn.hardware.settings import resolve_block
+from basisn.stages.hardware import load_block, run
 
 CROSSBARS = [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 

@@ -134,15 +134,16 @@ def without_rebuild(step, model: torch.nn.Module):
     diagnostic row that leaves every other cost of the basis model (the hooks, the weight property, the layers)
     in the step; coefficients and scales get no gradient, so the optimizer skips them as it skips the rebuild's
     backward. Its ratio minus 1 is what is NOT the rebuild."""
-    fixed = [weight.detach().requires_grad_() for weight in basisn.layers._rebuild(model.basisn_bank.layers)]
+    weights = basisn.layers.rebuild_layer_weights(model.basisn_bank.layers)
+    fixed = [weight.detach().requires_grad_() for weight in weights]
 
     def run() -> None:
-        real = basisn.layers._rebuild
-        basisn.layers._rebuild = lambda layers: fixed
+        real = basisn.layers.rebuild_layer_weights
+        basisn.layers.rebuild_layer_weights = lambda layers: fixed
         try:
             step()
         finally:
-            basisn.layers._rebuild = real
+            basisn.layers.rebuild_layer_weights = real
 
     return run
 

@@ -5,7 +5,7 @@
 Times the rebuild of all layers' weights written as plain autograd ops (the formulas before issue 17, kept in
 tests/test_rebuild.py as the reference) in cumulative prefixes: part k = time(first k parts) - time(first k-1),
 each forward + backward, median thread CPU time (`time.thread_time`, which other processes on a shared machine
-do not inflate). Then the plain formulas against `basisn.layers._rebuild` (the fast path), alternating.
+do not inflate). Then the plain formulas against `basisn.layers.rebuild_layer_weights` (the fast path), alternating.
 channels_last models, n = 64, random valid groups; the training step itself is benchmarks/bench_layers.py.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import basisn
-from basisn.layers import BasisConv2d, _rebuild, _segment_index, basis_layers, quantize, straight_through
+from basisn.layers import BasisConv2d, _segment_index, basis_layers, quantize, rebuild_layer_weights, straight_through
 from basisn.models import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -116,7 +116,7 @@ def main() -> None:
             for k, label in enumerate(PARTS, start=1):
                 print(f"    {label:<52} {prefix[k] - prefix[k - 1]:8.3f} ms")
             plain_run = forward_backward(lambda ls=layers: reference_rebuild(ls))
-            fast_run = forward_backward(lambda ls=layers: _rebuild(ls))
+            fast_run = forward_backward(lambda ls=layers: rebuild_layer_weights(ls))
             plain, fast = [], []
             for _ in range(reps):
                 plain += cpu_ms(plain_run, 1)

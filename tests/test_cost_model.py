@@ -37,7 +37,7 @@ from basisn.hardware import (
 )
 from basisn.hardware.config import MAX_AS_MEAN, MAX_BATCH, MAX_CROSSBARS
 from basisn.hardware.cost import replica_counts
-from basisn.hardware.report import hw_eval_main
+from basisn.stages.hardware import main as hw_eval_main
 
 # A small crossbar so that every number below is checkable by hand: R = C = 16, 4-bit weights on 2-bit cells
 # (slices 2, cpw 4), 4-bit inputs through 2-bit DACs (T_in 2), 3 cycles per write+verify iteration (25 ns / 10 ns

@@ -226,7 +226,7 @@ def fixture_parameters(name: str) -> list[str]:
 
 
 def run_notebook(name: str, out: Path, runs: Path, *parameters: str) -> subprocess.CompletedProcess:
-    """`basisn notebook notebooks/NAME.py` (basisn.notebooks.notebook_main) in a process of its own."""
+    """`basisn notebook notebooks/NAME.py` (basisn.stages.notebook.main) in a process of its own."""
     args = [sys.executable, "-m", "basisn.cli", "notebook", f"notebooks/{name}.py", "--out", str(out)]
     args += ["--runs", str(runs), "-k", KERNEL]
     for parameter in parameters:
@@ -380,7 +380,7 @@ def test_headline_rows(executed, hw):
 
 def test_tradeoff_rows_are_the_trained_configurations_priced_by_the_cost_model(executed):
     from basisn.hardware import PRESETS, BasisSpec, NetworkShapes, evaluate
-    from basisn.hardware.report import paper_shapes
+    from basisn.hardware.networks import paper_shapes
 
     stage = json.loads((FIXTURES / "pipeline" / "tradeoff" / "params.json").read_text())
     results = pd.read_csv(FIXTURES / "pipeline" / "tradeoff" / "results.csv")

@@ -231,7 +231,7 @@ def test_kill_then_resume_with_learned_assignment_and_alternation_matches_uninte
 def test_basis_tables_keep_every_coefficient_of_an_unassigned_segment(tmp_path):
     import pandas as pd
 
-    from basisn.pipeline import basis_tables
+    from basisn.stages.evaluate import basis_tables
 
     unassigned = learned_model()
     hardened = learned_model()

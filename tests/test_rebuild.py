@@ -1,4 +1,5 @@
-"""The fast rebuild path (basisn.layers._rebuild) against the plain autograd formulas it replaces; the eval cache."""
+"""The fast rebuild path (basisn.layers.rebuild_layer_weights) against the plain autograd formulas it replaces; the
+eval cache."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from basisn.layers import (
     DYNAMIC,
     UNASSIGNED,
     BasisConv2d,
-    _rebuild,
     _segment_index,
     basis_layers,
     quantize,
+    rebuild_layer_weights,
     straight_through,
 )
 from basisn.models import build_model
@@ -99,7 +100,7 @@ def test_fast_rebuild_is_bit_identical_to_the_plain_formulas(groups, coef_quant,
     model = random_model(groups, coef_quant, coef_scale, channels_last, unassigned)
     if unassigned:
         assert any((layer.segment_group < 0).any() for _, layer in basis_layers(model))
-    fast_weights, fast_strides, fast_grads = weights_and_gradients(model, _rebuild)
+    fast_weights, fast_strides, fast_grads = weights_and_gradients(model, rebuild_layer_weights)
     plain_weights, plain_strides, plain_grads = weights_and_gradients(model, reference_rebuild)
     assert fast_strides == plain_strides  # NHWC exactly where the convolution wants it
     assert len(fast_grads) == len(plain_grads) > 0
@@ -114,7 +115,7 @@ def test_fast_rebuild_with_dynamic_segments_is_bit_identical_to_the_plain_formul
     for _, layer in basis_layers(model):
         flip = torch.rand(layer.segment_group.shape) < 0.5
         layer.segment_group.copy_(torch.where(flip, torch.full_like(layer.segment_group, DYNAMIC), layer.segment_group))
-    fast_weights, fast_strides, fast_grads = weights_and_gradients(model, _rebuild)
+    fast_weights, fast_strides, fast_grads = weights_and_gradients(model, rebuild_layer_weights)
     plain_weights, plain_strides, plain_grads = weights_and_gradients(model, reference_rebuild)
     assert fast_strides == plain_strides
     for fast, plain in zip(fast_weights + fast_grads, plain_weights + plain_grads):
@@ -128,7 +129,7 @@ def test_fast_rebuild_with_dynamic_segments_is_bit_identical_to_the_plain_formul
 def test_fast_rebuild_under_bf16_autocast_matches_autocast_matmul():
     model = random_model(4, "uniform", "channel", True, False)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        fast_weights, _, fast_grads = weights_and_gradients(model, _rebuild)
+        fast_weights, _, fast_grads = weights_and_gradients(model, rebuild_layer_weights)
         plain_weights, _, plain_grads = weights_and_gradients(model, reference_rebuild)
     for fast, plain in zip(fast_weights + fast_grads, plain_weights + plain_grads):
         assert torch.equal(fast, plain)
@@ -158,7 +159,7 @@ def test_eval_without_grad_reuses_weights_until_a_parameter_changes(tmp_path):
     model.eval()
     stepped, third = eval_pass(model, x)
     assert not any(a is b for a, b in zip(second, third)) and not torch.equal(stepped, out)
-    for weight, fresh in zip(third, _rebuild(model.basisn_bank.layers)):
+    for weight, fresh in zip(third, rebuild_layer_weights(model.basisn_bank.layers)):
         assert torch.equal(weight, fresh)
 
     state = {k: v.clone() for k, v in random_model(4, "uniform", "channel", False, False).state_dict().items()}
@@ -176,7 +177,8 @@ def test_eval_without_grad_reuses_weights_until_a_parameter_changes(tmp_path):
     layer = basis_layers(model)[1][1]
     layer.segment_group.fill_(0)  # a buffer changed in place (e.g. a new group assignment)
     _, sixth = eval_pass(model, x.double())
-    assert torch.equal(sixth[1], _rebuild(model.basisn_bank.layers)[1]) and not torch.equal(sixth[1], fifth[1])
+    assert torch.equal(sixth[1], rebuild_layer_weights(model.basisn_bank.layers)[1])
+    assert not torch.equal(sixth[1], fifth[1])
 
 
 def test_training_mode_and_autograd_always_rebuild():

@@ -54,9 +54,11 @@ def traps(monkeypatch):
     for target in (
         "basisn.data.build_loaders",
         "basisn.train.fit",
-        "basisn.pipeline.to_basisn",
-        "basisn.hardware.report.run",
-        "basisn.hardware.robustness.run",
+        "basisn.stages.decompose.to_basisn",
+        "basisn.stages.sweep.to_basisn",
+        "basisn.stages.tradeoff.to_basisn",
+        "basisn.stages.hardware.run",
+        "basisn.stages.robustness.run",
     ):
         monkeypatch.setattr(target, trap)
 

@@ -24,10 +24,10 @@ from basisn.hardware.robustness import (
     RobustnessParamsError,
     canonical,
     parse_settings,
-    robustness_main,
 )
 from basisn.hardware.sim import SimConfig
 from basisn.models import build_model
+from basisn.stages.robustness import main as robustness_main
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "robustness"

@@ -1,4 +1,5 @@
-"""The tradeoff stage's grid, its params checks and its cost columns (basisn/tradeoff.py).
+"""The tradeoff stage's grid, its params checks and its cost columns
+(basisn/stages/tradeoff.py; the params checks: basisn/params.py).
 
 The stage end to end (training, the resume after a kill) runs in tests/test_pipeline.py; the notebook that turns
 its outputs into paper_figures/headline_tradeoff.* in tests/test_notebooks.py.
@@ -14,9 +15,9 @@ import yaml
 
 from basisn import params
 from basisn.hardware import PRESETS, BasisSpec, NetworkShapes, evaluate, layer_shapes
-from basisn.hardware.networks import NETWORKS
-from basisn.hardware.report import paper_shapes
-from basisn.tradeoff import MODEL_NETWORK, configuration_costs, configurations
+from basisn.hardware.networks import NETWORKS, paper_shapes
+from basisn.params import MODEL_NETWORK
+from basisn.stages.tradeoff import configuration_costs, configurations
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -128,7 +129,7 @@ def test_a_configuration_read_back_unhardened_is_priced_like_its_hardened_model(
 
     from basisn import parallel, to_basisn
     from basisn.models import build_model
-    from basisn.tradeoff import priced_shapes
+    from basisn.stages.tradeoff import priced_shapes
 
     torch.manual_seed(0)
     model, _ = to_basisn(

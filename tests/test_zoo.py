@@ -27,8 +27,8 @@ from torchvision import models as tv
 import basisn
 from basisn.hardware import layer_shapes
 from basisn.hardware.cost import SCHEMES
-from basisn.hardware.report import hw_eval_main
 from basisn.layers import BANK_KEY
+from basisn.stages.hardware import main as hw_eval_main
 
 FULL = os.environ.get("BASISN_FULL_TESTS") == "1"
 FULL_BASIS = dict(n_basis=8, segment_len=8, coef_bits=None, basis_bits=None)  # n = m: an exact decomposition

@@ -4,7 +4,8 @@ Public API (docs/hardware.md): ``HardwareConfig``, ``BasisSpec``, ``PRESETS``, `
 ``LayerShape``, ``NetworkShapes``, ``save_shapes``, ``load_shapes``; ``evaluate``, ``evaluate_all``, ``sweep``,
 ``ratios``, ``floor_cycles``, ``min_crossbars``, ``total_tiles``, ``replica_counts``, ``SCHEMES`` (ideal, reprogram,
 reprogram_pingpong, reprogram_best, basisn, digital). The CLI is ``basisn hw-eval``
-(``basisn.hardware.report``). Importing this package needs only torch, numpy and pandas.
+(the hardware stage, ``basisn.stages.hardware``; its params block: ``basisn.hardware.settings``). Importing this
+package needs only torch, numpy and pandas.
 """
 
 from basisn.hardware.config import PRESETS, BasisSpec, HardwareConfig, preset

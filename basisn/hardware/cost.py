@@ -706,6 +706,106 @@ def basis_layouts(basis: BasisSpec, config: HardwareConfig, available: int) -> l
     return layouts
 
 
+def _basisn_layouts(basis: BasisSpec, config: HardwareConfig, n: int, dense_tiles: int) -> list[BasisLayout]:
+    """The basis placements on the N - dense_tiles crossbars left by the layers kept dense; raises if none fits."""
+    layouts = basis_layouts(basis, config, n - dense_tiles)
+    if not layouts:
+        x = _ceil_div(basis.n_basis * config.cols_per_weight, config.cols)
+        kept = f" + {dense_tiles} for the layers kept dense" if dense_tiles else ""
+        raise ValueError(
+            f"n_crossbars={n} is not allowed for basisn: one basis copy needs {x} crossbar(s){kept}; "
+            f"use n_crossbars >= {x + dense_tiles}"
+        )
+    return layouts
+
+
+@dataclass(frozen=True, eq=False)
+class _BasisnWork:
+    """What basisn computes on one network for one basis and batch, whatever the layout (docs/method.md §2.2-§2.3).
+
+    `run` prices one BasisLayout; `layer_data` and `bound` describe the chosen layout's run per layer.
+    """
+
+    config: HardwareConfig
+    batch: int
+    tiling: _Tiling
+    mapped: np.ndarray  # layers on the basis (False: kept dense, run like the ideal mapping)
+    t_in: int
+    active: int  # a: n (G = 1) or n/G coefficients per segment
+    mac_energy: float  # J per coefficient MAC (pow2: a shift and an add)
+    segments: np.ndarray  # s_l = B·P_l·g_l·ceil(L_l/m), per batch
+    dense_cycles: np.ndarray  # B·P_l·T_in, per batch (layers kept dense)
+    traffic: MemoryTraffic  # the coefficients, read once per batch
+
+    @classmethod
+    def build(
+        cls, shapes: NetworkShapes, config: HardwareConfig, batch: int, basis: BasisSpec, tiling: _Tiling
+    ) -> _BasisnWork:
+        mapped = shapes.arrays()["mapped"]
+        t_in = config.input_steps
+        active = basis.group_size
+        mac_energy = config.mac_energy(basis.coef_bits, basis.coef_quant)
+        segments = batch * tiling.P * tiling.g * _ceil_div(tiling.L, basis.segment_len)
+        dense_cycles = batch * tiling.P * t_in
+        coef_bytes = coefficient_bytes(shapes, basis, config)  # read once per batch; layers kept dense move nothing
+        traffic = _traffic(config, coef_bytes, float(coef_bytes.sum()), batch)
+        return cls(config, batch, tiling, mapped, t_in, active, mac_energy, segments, dense_cycles, traffic)
+
+    def run(self, layout: BasisLayout) -> tuple[int, int, float, dict[str, Any]]:
+        """(cycles, reads, energy, data) per batch of one layout: reads_l = ceil(s_l/copies)·T_in, digital_l =
+        ceil(s_l·O_l·a/(in_use·lanes)), cycles_l = max(reads_l, digital_l, transfer_l) on mapped layers."""
+        config, batch, tiling, mapped, traffic = self.config, self.batch, self.tiling, self.mapped, self.traffic
+        segments = self.segments
+        reads = _ceil_div(segments, layout.copies) * self.t_in
+        digital = _ceil_div(segments * tiling.O * self.active, layout.in_use * config.digital_lanes)
+        cycles = np.where(mapped, np.maximum(np.maximum(reads, digital), traffic.transfer_batch), self.dense_cycles)
+        steps = np.where(mapped, segments * layout.xbars_per_read, batch * tiling.P * tiling.tiles) * self.t_in / batch
+        macs = np.where(mapped, segments * tiling.O * self.active, 0) / batch
+        energy = _energy_terms(
+            steps, macs * self.mac_energy, np.zeros(len(steps)), config, memory_energy=traffic.energy
+        )
+        total_energy = float(sum(v.sum() for v in energy.values()))
+        data = {"reads": reads, "digital": digital, "cycles_batch": cycles, "energy": energy}
+        return int(cycles.sum()), int(np.where(mapped, reads, 0).sum()), total_energy, data
+
+    def bound(self, data: dict[str, Any]) -> np.ndarray:
+        """What bounds each layer of a run: "reads", "digital", "transfer" or "dense" (kept dense)."""
+        mapped, reads, digital = self.mapped, data["reads"], data["digital"]
+        bound = np.where(mapped, np.where(reads >= digital, "reads", "digital"), "dense")
+        return np.where(mapped & (self.traffic.transfer_batch > np.maximum(reads, digital)), "transfer", bound)
+
+    def layer_data(self, data: dict[str, Any], bound: np.ndarray) -> dict[str, Any]:
+        """The per-layer columns of a run (`cycles_batch` per batch, the others per inference)."""
+        batch, mapped, reads, digital = self.batch, self.mapped, data["reads"], data["digital"]
+        return {
+            "cycles_batch": data["cycles_batch"],
+            "tiles": np.where(mapped, 0, self.tiling.tiles),
+            "segments": np.where(mapped, self.segments / batch, np.nan),
+            "reads": np.where(mapped, reads / batch, np.nan),
+            "digital": np.where(mapped, digital / batch, np.nan),
+            "bound": bound,
+            "compute_cycles": data["cycles_batch"] / batch,
+            "program_cycles": np.zeros(len(reads)),
+            "bytes_moved": self.traffic.bytes_batch / batch,
+            "transfer_cycles": self.traffic.transfer_batch / batch,
+        }
+
+    def program_once(self, basis: BasisSpec, layout: BasisLayout, dense_tiles: int) -> dict[str, Any]:
+        """crossbars_used and the one-time write of the basis copies and of the layers kept dense (cycles, J)."""
+        config, tiling, mapped = self.config, self.tiling, self.mapped
+        dense_rows = int(tiling.write_steps(config.write_cols)[np.repeat(~mapped, tiling.tiles)].max(initial=0))
+        basis_cols = min(config.cols, basis.n_basis * config.cols_per_weight)
+        basis_rows = basis.segment_len * (1 if config.write_cols is None else _ceil_div(basis_cols, config.write_cols))
+        used = layout.in_use + dense_tiles
+        waves = 1 if config.write_crossbars is None else _ceil_div(used, config.write_crossbars)
+        once_cells = layout.cells + int(tiling.cells[~mapped].sum())
+        return {
+            "crossbars_used": used,
+            "program_once_cycles": max(basis_rows, dense_rows) * waves * config.row_program_cycles,
+            "program_once_energy_j": once_cells * config.verify_iters * config.e_write_iter,
+        }
+
+
 def _basisn(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, basis: BasisSpec) -> Evaluation:
     """The basis on N crossbars, never rewritten (docs/method.md §2.2-§2.3).
 
@@ -715,68 +815,24 @@ def _basisn(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, b
     """
     basis.check_fits(config)
     tiling = _tiling(shapes, config)
-    arrays = shapes.arrays()
-    mapped = arrays["mapped"]
+    mapped = shapes.arrays()["mapped"]
     dense_tiles = int(tiling.tiles[~mapped].sum())
-    layouts = basis_layouts(basis, config, n - dense_tiles)
-    if not layouts:
-        x = _ceil_div(basis.n_basis * config.cols_per_weight, config.cols)
-        kept = f" + {dense_tiles} for the layers kept dense" if dense_tiles else ""
-        raise ValueError(
-            f"n_crossbars={n} is not allowed for basisn: one basis copy needs {x} crossbar(s){kept}; "
-            f"use n_crossbars >= {x + dense_tiles}"
-        )
-    t_in = config.input_steps
-    active = basis.group_size  # a: n (G = 1) or n/G coefficients per segment
-    mac_energy = config.mac_energy(basis.coef_bits, basis.coef_quant)  # pow2: a shift and an add
-    segments = batch * tiling.P * tiling.g * _ceil_div(tiling.L, basis.segment_len)
-    dense_cycles = batch * tiling.P * t_in
-    coef_bytes = coefficient_bytes(shapes, basis, config)  # read once per batch; layers kept dense move nothing
-    traffic = _traffic(config, coef_bytes, float(coef_bytes.sum()), batch)
-
-    def run(layout: BasisLayout) -> tuple[int, int, float, dict[str, Any]]:
-        reads = _ceil_div(segments, layout.copies) * t_in
-        digital = _ceil_div(segments * tiling.O * active, layout.in_use * config.digital_lanes)
-        cycles = np.where(mapped, np.maximum(np.maximum(reads, digital), traffic.transfer_batch), dense_cycles)
-        steps = np.where(mapped, segments * layout.xbars_per_read, batch * tiling.P * tiling.tiles) * t_in / batch
-        macs = np.where(mapped, segments * tiling.O * active, 0) / batch
-        energy = _energy_terms(steps, macs * mac_energy, np.zeros(len(steps)), config, memory_energy=traffic.energy)
-        total_energy = float(sum(v.sum() for v in energy.values()))
-        data = {"reads": reads, "digital": digital, "cycles_batch": cycles, "energy": energy}
-        return int(cycles.sum()), int(np.where(mapped, reads, 0).sum()), total_energy, data
-
-    runs = [(run(layout), layout) for layout in layouts]
-    (total, _, _, data), layout = min(runs, key=lambda r: r[0][:3])  # fewest cycles, then reads, then energy
+    layouts = _basisn_layouts(basis, config, n, dense_tiles)
+    work = _BasisnWork.build(shapes, config, batch, basis, tiling)
+    runs = [(work.run(layout), layout) for layout in layouts]
+    (_, _, _, data), layout = min(runs, key=lambda r: r[0][:3])  # fewest cycles, then reads, then energy
     reads, digital = data["reads"], data["digital"]
-    bound = np.where(mapped, np.where(reads >= digital, "reads", "digital"), "dense")
-    bound = np.where(mapped & (traffic.transfer_batch > np.maximum(reads, digital)), "transfer", bound)
-    layer_data = {
-        "cycles_batch": data["cycles_batch"],
-        "tiles": np.where(mapped, 0, tiling.tiles),
-        "segments": np.where(mapped, segments / batch, np.nan),
-        "reads": np.where(mapped, reads / batch, np.nan),
-        "digital": np.where(mapped, digital / batch, np.nan),
-        "bound": bound,
-        "compute_cycles": data["cycles_batch"] / batch,
-        "program_cycles": np.zeros(len(reads)),
-        "bytes_moved": traffic.bytes_batch / batch,
-        "transfer_cycles": traffic.transfer_batch / batch,
-    }
-    dense_rows = int(tiling.write_steps(config.write_cols)[np.repeat(~mapped, tiling.tiles)].max(initial=0))
-    basis_cols = min(config.cols, basis.n_basis * config.cols_per_weight)
-    basis_rows = basis.segment_len * (1 if config.write_cols is None else _ceil_div(basis_cols, config.write_cols))
-    used = layout.in_use + dense_tiles
-    waves = 1 if config.write_crossbars is None else _ceil_div(used, config.write_crossbars)
-    once_cells = layout.cells + int(tiling.cells[~mapped].sum())
+    bound = work.bound(data)
+    once = work.program_once(basis, layout, dense_tiles)
     extra = {
-        "crossbars_used": used,
+        "crossbars_used": once["crossbars_used"],
         "tiles_total": tiling.total,
         "fits": True,
         "rounds_total": 0,
         "round_size": None,
         "option": layout.name,
-        "program_once_cycles": max(basis_rows, dense_rows) * waves * config.row_program_cycles,
-        "program_once_energy_j": once_cells * config.verify_iters * config.e_write_iter,
+        "program_once_cycles": once["program_once_cycles"],
+        "program_once_energy_j": once["program_once_energy_j"],
         "layout": layout.name,
         "copies": layout.copies,
         "xbars_per_read": layout.xbars_per_read,
@@ -786,8 +842,9 @@ def _basisn(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, b
         "digital_cycles": float(np.where(mapped, digital, 0).sum()) / batch,
         "digital_bound_layers": int((bound == "digital").sum()),
         "reads_bound_layers": int((bound == "reads").sum()),
-        **_traffic_totals(traffic, batch),
+        **_traffic_totals(work.traffic, batch),
     }
+    layer_data = work.layer_data(data, bound)
     return _finish(
         shapes, config, "basisn", n, batch, basis, int(data["cycles_batch"].sum()), data["energy"], layer_data, extra
     )
@@ -854,6 +911,93 @@ def _values(name: str, values: Any, default: Sequence[Any]) -> list[Any]:
     return values
 
 
+class _SweepEvaluations:
+    """A sweep's evaluations, memoised in `memo` on (network, config, scheme, N, B, basis).
+
+    Fields a scheme does not read (UNUSED_FIELDS) are set to their defaults in the key, and reported as swept in
+    the row.
+    """
+
+    def __init__(self, memo: dict) -> None:
+        self.memo = memo
+        self.canonical: dict[tuple[HardwareConfig, str], HardwareConfig] = {}
+
+    def totals(self, shapes: NetworkShapes, cfg: HardwareConfig, scheme: str, n: int, b: int, spec: Any) -> dict:
+        unused = UNUSED_FIELDS.get(scheme, {})
+        if unused and (cfg, scheme) not in self.canonical:
+            self.canonical[(cfg, scheme)] = cfg.replace(**unused)
+        key = (id(shapes), self.canonical[(cfg, scheme)] if unused else cfg, scheme, n, b, spec)
+        if key not in self.memo:  # shapes kept in the value: its id stays unique
+            self.memo[key] = (shapes, evaluate(shapes, key[1], scheme, n, b, spec).totals)
+        totals = self.memo[key][1]
+        return totals | {name: getattr(cfg, name) for name in unused if name in totals} if unused else totals
+
+
+def _sweep_configs(
+    config: HardwareConfig, verify_iters: Iterable[int] | int | None, fields: Mapping[str, Iterable[Any]] | None
+) -> list[HardwareConfig]:
+    """`config` with every combination of the swept verify_iters and other HardwareConfig `fields`."""
+    varied = {"verify_iters": _values("verify_iters", verify_iters, (config.verify_iters,))}
+    for name, values in (fields or {}).items():
+        if name not in FIELD_NAMES:
+            raise ValueError(f"hardware field {name!r} is unknown; allowed: {', '.join(FIELD_NAMES)}")
+        varied[name] = _values(name, values, (getattr(config, name),))
+    return [config.replace(**dict(zip(varied, combo))) for combo in itertools.product(*varied.values())]
+
+
+def _sweep_bases(
+    shapes: NetworkShapes,
+    n_basis: Iterable[int] | int | None,
+    groups: Iterable[int] | int | None,
+    segment_len: int | None,
+    coef_bits: int | None,
+    coef_quant: str | None,
+    skip_infeasible: bool,
+) -> list[BasisSpec]:
+    """The bases a sweep prices on one network: every n x G, the rest defaulting to the network's own basis."""
+    own = shapes.basis or BasisSpec()
+    m = own.segment_len if segment_len is None else segment_len
+    bits = own.coef_bits if coef_bits is None else coef_bits
+    quant = own.coef_quant if coef_quant is None else coef_quant
+    bases = []
+    for nb in _values("n_basis", n_basis, (own.n_basis,)):
+        for gr in _values("groups", groups, (own.groups,)):
+            try:
+                bases.append(BasisSpec(nb, m, gr, bits, quant))
+            except ValueError:
+                if not skip_infeasible:
+                    raise
+    return bases
+
+
+def _sweep_rows(
+    evaluations: _SweepEvaluations,
+    shapes: NetworkShapes,
+    configs: Sequence[HardwareConfig],
+    batches: Sequence[int],
+    ns: Sequence[int],
+    schemes: Sequence[str],
+    bases: Sequence[BasisSpec],
+    skip_infeasible: bool,
+) -> list[dict[str, Any]]:
+    """The totals of one network, config by config, then batch, N, scheme (and basis for basisn)."""
+    rows: list[dict[str, Any]] = []
+    for cfg in configs:
+        for b in batches:
+            for n in ns:
+                for scheme in schemes:
+                    if scheme != "basisn":
+                        rows.append(evaluations.totals(shapes, cfg, scheme, n, b, None))
+                        continue
+                    for spec in bases:
+                        try:
+                            rows.append(evaluations.totals(shapes, cfg, scheme, n, b, spec))
+                        except ValueError:
+                            if not skip_infeasible:
+                                raise
+    return rows
+
+
 def sweep(
     networks: NetworkShapes | Iterable[NetworkShapes] | Mapping[str, NetworkShapes],
     config: HardwareConfig,
@@ -879,59 +1023,18 @@ def sweep(
     combinations that cannot exist (G not dividing n, the basis not fitting in N) are left out instead of raising.
     `memo`: a dict shared between calls to reuse evaluations of the same (network, config, scheme, N, B, basis).
     """
-    memo = {} if memo is None else memo
-    canonical: dict[tuple[HardwareConfig, str], HardwareConfig] = {}
-
-    def once(shapes: NetworkShapes, cfg: HardwareConfig, scheme: str, n: int, b: int, spec: Any) -> dict:
-        # fields a scheme does not read are set to the defaults in the key, and reported as swept in the row
-        unused = UNUSED_FIELDS.get(scheme, {})
-        if unused and (cfg, scheme) not in canonical:
-            canonical[(cfg, scheme)] = cfg.replace(**unused)
-        key = (id(shapes), canonical[(cfg, scheme)] if unused else cfg, scheme, n, b, spec)
-        if key not in memo:
-            memo[key] = (shapes, evaluate(shapes, key[1], scheme, n, b, spec).totals)  # shapes kept: id stays unique
-        totals = memo[key][1]
-        return totals | {name: getattr(cfg, name) for name in unused if name in totals} if unused else totals
-
+    evaluations = _SweepEvaluations({} if memo is None else memo)
     schemes = list(schemes)
     for scheme in schemes:
         if scheme not in SCHEMES:
             raise ValueError(f"scheme={scheme!r} is not allowed; allowed: {', '.join(SCHEMES)}")
     ns = _values("n_crossbars", n_crossbars, ())
     batches = _values("batch", batch, (1,))
-    varied = {"verify_iters": _values("verify_iters", verify_iters, (config.verify_iters,))}
-    for name, values in (fields or {}).items():
-        if name not in FIELD_NAMES:
-            raise ValueError(f"hardware field {name!r} is unknown; allowed: {', '.join(FIELD_NAMES)}")
-        varied[name] = _values(name, values, (getattr(config, name),))
-    configs = [config.replace(**dict(zip(varied, combo))) for combo in itertools.product(*varied.values())]
+    configs = _sweep_configs(config, verify_iters, fields)
     rows: list[dict[str, Any]] = []
     for shapes in _as_networks(networks):
-        own = shapes.basis or BasisSpec()
-        m = own.segment_len if segment_len is None else segment_len
-        bits = own.coef_bits if coef_bits is None else coef_bits
-        quant = own.coef_quant if coef_quant is None else coef_quant
-        bases = []
-        for nb in _values("n_basis", n_basis, (own.n_basis,)):
-            for gr in _values("groups", groups, (own.groups,)):
-                try:
-                    bases.append(BasisSpec(nb, m, gr, bits, quant))
-                except ValueError:
-                    if not skip_infeasible:
-                        raise
-        for cfg in configs:
-            for b in batches:
-                for n in ns:
-                    for scheme in schemes:
-                        if scheme != "basisn":
-                            rows.append(once(shapes, cfg, scheme, n, b, None))
-                            continue
-                        for spec in bases:
-                            try:
-                                rows.append(once(shapes, cfg, scheme, n, b, spec))
-                            except ValueError:
-                                if not skip_infeasible:
-                                    raise
+        bases = _sweep_bases(shapes, n_basis, groups, segment_len, coef_bits, coef_quant, skip_infeasible)
+        rows += _sweep_rows(evaluations, shapes, configs, batches, ns, schemes, bases, skip_infeasible)
     frame = pd.DataFrame(rows)
     for column in INT_COLUMNS:  # integers with gaps (not every scheme has them): nullable, not float
         if column in frame:

@@ -1,4 +1,5 @@
-"""`basisn robustness`: test accuracy of the dense baseline and of BasisN on simulated analog crossbars.
+"""Test accuracy of the dense baseline and of BasisN on simulated analog crossbars (the robustness stage's work:
+basisn.stages.robustness reads the models and the data and writes the files).
 
 For every sweep of the `robustness:` block of params.yaml (one SimConfig field, or several tied together, varied
 around a nominal operating point) and every mapping, the stage programs the crossbars with each seed
@@ -7,21 +8,17 @@ and the logits' relative error against the digital model. The cost model (`basis
 prices every row at its write-verify iterations, which gives the cost/accuracy picture of the reprogramming
 baseline (fewer verify iterations: fewer cycles, less accurate weights) next to BasisN (basis written once).
 
-Outputs (written atomically into --out): robustness.csv (one row per sweep x mapping x value x seed),
+The stage's outputs (written atomically into --out): robustness.csv (one row per sweep x mapping x value x seed),
 summary.csv (mean and spread over seeds, with the cost model's numbers), robustness.json (everything the run
 used). docs/simulation.md describes the columns.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import math
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -292,6 +289,27 @@ def run(
     seconds = time.perf_counter() - started
 
     cost_cache: dict = {}
+    table = _rows(settings, plan, jobs, digital_accuracy, len(labels))
+    summary = summarize(table)
+    if shapes is not None:
+        costs = [
+            _cost(settings, shapes, m, int(n), cost_cache) for m, n in zip(summary["mapping"], summary["verify_iters"])
+        ]
+        summary = pd.concat([summary, pd.DataFrame(costs, index=summary.index)], axis=1)
+    facts = dict(
+        digital_accuracy=digital_accuracy,
+        simulations=len(jobs),
+        calibrations=len(calibrations),
+        simulate_seconds=seconds,
+        test_images=len(labels),
+    )
+    return table, summary, facts
+
+
+def _rows(
+    settings: Settings, plan: list[tuple], jobs: dict, digital_accuracy: dict[str, float], test_images: int
+) -> pd.DataFrame:
+    """One row per sweep x mapping x value x seed (robustness.csv); seeds of a deterministic point share a run."""
     rows = []
     for sweep_name, mapping, value, config, key, deterministic in plan:
         iters = config.verify_iters_for(mapping)
@@ -314,24 +332,10 @@ def run(
                     read_noise=config.read_noise,
                     stuck_on=config.stuck_on,
                     stuck_off=config.stuck_off,
-                    test_images=len(labels),
+                    test_images=test_images,
                 )
             )
-    table = pd.DataFrame(rows, columns=CSV_COLUMNS)
-    summary = summarize(table)
-    if shapes is not None:
-        costs = [
-            _cost(settings, shapes, m, int(n), cost_cache) for m, n in zip(summary["mapping"], summary["verify_iters"])
-        ]
-        summary = pd.concat([summary, pd.DataFrame(costs, index=summary.index)], axis=1)
-    facts = dict(
-        digital_accuracy=digital_accuracy,
-        simulations=len(jobs),
-        calibrations=len(calibrations),
-        simulate_seconds=seconds,
-        test_images=len(labels),
-    )
-    return table, summary, facts
+    return pd.DataFrame(rows, columns=CSV_COLUMNS)
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
@@ -360,133 +364,3 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     summary["accuracy_drop_pp"] = 100 * (summary["digital_accuracy"] - summary["accuracy_mean"])
     summary["_order"] = summary["sweep"].map(order)
     return summary.sort_values(["_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The stage.
-# --------------------------------------------------------------------------------------------------------------
-def _batches(loader: Any, limit: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    batches, count = [], 0
-    for images, labels in loader:
-        if limit is not None and count + len(images) > limit:
-            images, labels = images[: limit - count], labels[: limit - count]
-        batches.append((images, labels))
-        count += len(images)
-        if limit is not None and count >= limit:
-            break
-    return batches
-
-
-def robustness_main(argv: list[str]) -> int:
-    """`basisn robustness`: accuracy vs. variation, ADC bits and write-verify iterations on simulated crossbars."""
-    parser = argparse.ArgumentParser(prog="basisn robustness", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file with a robustness: block")
-    parser.add_argument("--profile", default=None, help="profile (default: `profile:` in the params file)")
-    parser.add_argument("--dense", default="outputs/train/model.pt", help="dense baseline (save_model file)")
-    parser.add_argument("--basisn", default="outputs/finetune/model.pt", help="fine-tuned BasisN model file")
-    parser.add_argument("--data-root", default="data/raw", help="dataset root (basisn.data.build_loaders)")
-    parser.add_argument("--out", default="outputs/robustness", help="output directory (replaced atomically)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-
-    from basisn import params as params_module
-    from basisn.atomic import OutputError, check_writable, output_lock
-    from basisn.checkpoints import ModelFileError
-    from basisn.data import DataError
-
-    try:
-        params = params_module.load(args.params, args.profile)
-        settings = parse_settings(params.get("robustness"))
-        check_writable(Path(args.out))  # before minutes of simulation, not after
-    except ValueError as error:  # ParamsError, RobustnessParamsError, OutputError
-        print(f"basisn: {error}", file=sys.stderr)
-        return 2
-    try:
-        with output_lock(Path(args.out)):  # one writer of --out at a time; a second run stops here
-            return _robustness_run(args, params, settings)
-    except (OutputError, ModelFileError, DataError) as error:  # held by another run; bad model file; no data
-        print(f"basisn: {error}", file=sys.stderr)
-        return 2
-
-
-def _robustness_run(args: argparse.Namespace, params: dict, settings: Settings) -> int:
-    paths = {"dense": Path(args.dense), "basisn": Path(args.basisn)}
-    for mapping in settings["mappings"]:
-        if not paths[mapping].is_file():
-            print(f"basisn: --{mapping} {paths[mapping]} not found; run the pipeline first", file=sys.stderr)
-            return 2
-    if settings["threads"] is not None:
-        torch.set_num_threads(settings["threads"])
-    started = time.perf_counter()
-
-    from basisn.atomic import atomic_directory, atomic_write_json
-    from basisn.checkpoints import load_model
-    from basisn.data import build_loaders, check_dataset_files
-    from basisn.hardware.shapes import layer_shapes
-
-    models, metas = {}, {}
-    for mapping in settings["mappings"]:
-        models[mapping], metas[mapping] = load_model(paths[mapping])
-        if mapping == "basisn" and not hasattr(models[mapping], "basisn_bank"):
-            print(f"basisn: --basisn {paths[mapping]} is not a BasisN model file", file=sys.stderr)
-            return 2
-    datasets = {meta["dataset"] for meta in metas.values()}
-    if len(datasets) != 1:
-        print(f"basisn: the model files were trained on different datasets: {sorted(datasets)}", file=sys.stderr)
-        return 2
-    dataset = datasets.pop()
-    check_dataset_files(dataset, args.data_root)
-    loaders = build_loaders(
-        dataset,
-        args.data_root,
-        settings["batch_size"],
-        seed=0,
-        subset=settings["calibration_images"],
-        test_subset=settings["test_images"],
-        augment=False,
-    )
-    test = _batches(loaders.test)
-    calibration_images = torch.cat([x for x, _ in _batches(loaders.train, settings["calibration_images"])])
-    size = (1, loaders.in_channels, *loaders.input_size)
-    shapes = {mapping: layer_shapes(models[mapping], size) for mapping in settings["mappings"]}
-    load_seconds = time.perf_counter() - started
-
-    table, summary, facts = run(settings, models, test, calibration_images, shapes, progress=not args.quiet)
-    facts.update(
-        load_seconds=load_seconds,
-        stage_seconds=time.perf_counter() - started,
-        dataset=dataset,
-        profile=params["profile"],
-        models={m: dict(path=str(paths[m]), meta=metas[m]) for m in settings["mappings"]},
-        calibration_images=len(calibration_images),
-        threads=torch.get_num_threads(),
-        torch_version=torch.__version__,
-        settings=settings.raw,
-        nominal_sim=settings.nominal.as_dict(),
-        hardware=settings.hardware.as_dict(),
-        cost_model=dict(preset=settings["preset"], crossbars=settings["crossbars"], batch=settings["cost_batch"]),
-    )
-    with atomic_directory(Path(args.out)) as out:
-        table.to_csv(out / "robustness.csv", index=False)
-        summary.to_csv(out / "summary.csv", index=False)
-        atomic_write_json(out / "robustness.json", _plain(facts))
-    print(
-        f"robustness: {facts['simulations']} simulations of {facts['test_images']} test images in "
-        f"{facts['stage_seconds']:.0f}s; digital accuracy "
-        + ", ".join(f"{m} {a:.4f}" for m, a in facts["digital_accuracy"].items())
-        + f" -> {args.out}"
-    )
-    return 0
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe copy (tuples to lists, non-finite floats to None)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return json.loads(json.dumps(value, default=str))

@@ -84,6 +84,12 @@ class NetworkShapes:
     def __len__(self) -> int:
         return len(self.layers)
 
+    def with_basis(self, basis: BasisSpec) -> NetworkShapes:
+        """A plain network (the paper's) priced with `basis`; a basis-mapped one keeps its own basis."""
+        if self.basis is not None:
+            return self
+        return NetworkShapes(self.name, self.input_size, self.layers, basis)
+
     @property
     def macs(self) -> int:
         return sum(layer.macs for layer in self.layers)

@@ -1,4 +1,5 @@
-"""`tradeoff` stage: accuracy AND cost of the same trained models, so the headline rests on one configuration.
+"""`tradeoff` stage (`basisn tradeoff`): accuracy AND cost of the same trained models, so the headline rests on
+one configuration.
 
 The paper's claim has two halves that must hold together: cycles and EDP below 1% of reprogramming, and negligible
 accuracy loss. The cost model reaches the first half only with group-sparse coefficients (G > 1), so accuracy must
@@ -35,11 +36,25 @@ import pandas as pd
 import torch
 
 from basisn import params as params_module
-from basisn.atomic import atomic_directory, atomic_write_json
+from basisn.atomic import atomic_directory, atomic_write, atomic_write_json
+from basisn.basis import to_basisn
+from basisn.hardware import PRESETS, ratios, sweep
+from basisn.hardware.networks import paper_shapes
+from basisn.hardware.settings import resolve_block
+from basisn.params import MODEL_NETWORK
+from basisn.stages.common import (
+    CHECKPOINT_ROOT,
+    load_stage_model,
+    loaders,
+    one_line_errors,
+    parser,
+    prepare,
+    report_totals,
+)
+from basisn.stages.hardware import load_block
 
 SCHEMES_PRICED = ("ideal", "reprogram", "reprogram_best", "basisn")
 RATIO_BASELINES = {"reprogram_best": "best", "ideal": "ideal"}  # besides plain reprogram (no suffix)
-MODEL_NETWORK = "pipeline_model"  # the network name of the trained model's own layers in costs.csv
 ASSIGNMENT_KNOBS = ("group_lasso", "harden_at")  # finetune keys that only act on a learned group assignment
 
 
@@ -92,60 +107,6 @@ def configurations(p: dict) -> list[dict]:
     return rows
 
 
-def check_block(p: dict) -> None:
-    """Semantic checks of `tradeoff:` that involve other blocks (each leaf is validated by params.SCHEMA)."""
-    t = p["tradeoff"]
-    n_basis = p["decompose"]["n_basis"]
-    lists = [("tradeoff.groups", t["groups"])] + [(f"tradeoff.full.{name}", gs) for name, gs in t["full"].items()]
-    for key, groups in lists:
-        for g in groups:
-            if isinstance(g, bool) or not isinstance(g, int) or g < 1 or n_basis % g:
-                raise params_module.ParamsError(
-                    f"params: {key} contains {g!r}, which does not divide decompose.n_basis={n_basis}; "
-                    "allowed: divisors of n_basis"
-                )
-    for name in t["full"]:
-        if name not in t["options"]:
-            raise params_module.ParamsError(
-                f"params: tradeoff.full.{name} names no option of tradeoff.options; allowed: {', '.join(t['options'])}"
-            )
-    headline = t["headline"]["network"]
-    if headline not in (*t["networks"], MODEL_NETWORK):
-        raise params_module.ParamsError(
-            f"params: tradeoff.headline.network={headline!r} is not priced; allowed: "
-            f"{', '.join((*t['networks'], MODEL_NETWORK))}"
-        )
-    if t["best"] not in t["options"]:
-        raise params_module.ParamsError(
-            f"params: tradeoff.best={t['best']!r} is not one of tradeoff.options; allowed: {', '.join(t['options'])}"
-        )
-    for name, overrides in t["options"].items():
-        where = f"tradeoff.options.{name}"
-        if overrides is None:
-            continue
-        if not isinstance(overrides, dict):
-            raise params_module.ParamsError(
-                f"params: {where}={overrides!r} is not allowed; use a mapping with decompose: and/or finetune:"
-            )
-        for block in overrides:
-            if block not in ("decompose", "finetune"):
-                raise params_module.ParamsError(
-                    f"params: unknown key {where}.{block}; allowed keys here: decompose, finetune"
-                )
-            if block == "decompose" and {"groups", "coef_bits"} & set(overrides[block] or {}):
-                raise params_module.ParamsError(
-                    f"params: {where}.decompose sets groups/coef_bits, which tradeoff.groups/coef_bits sweep; "
-                    "allowed: the other decompose keys"
-                )
-            params_module.check_partial(block, overrides[block] or {}, f"{where}.{block}.")
-        merged = params_module.merge(p["finetune"], overrides.get("finetune") or {})
-        if merged["warmup_epochs"] > merged["epochs"]:
-            raise params_module.ParamsError(
-                f"params: {where}.finetune: warmup_epochs={merged['warmup_epochs']} exceeds epochs={merged['epochs']}; "
-                f"allowed: 0..{merged['epochs']} (the short fine-tune clamps the warm-up to its own length)"
-            )
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Cost of one configuration.
 # --------------------------------------------------------------------------------------------------------------
@@ -157,11 +118,8 @@ def configuration_costs(
     `networks`: name -> NetworkShapes; a plain network takes `spec`, a basis-mapped one (the trained model) keeps
     its own basis, which is `spec` by construction. One row per network x N x preset (docs/figures.md).
     """
-    from basisn.hardware import ratios, sweep
-    from basisn.hardware.report import _with_basis
-
     frames = []
-    nets = {name: _with_basis(shapes, spec) for name, shapes in networks.items()}
+    nets = {name: shapes.with_basis(spec) for name, shapes in networks.items()}
     for preset_name, config in configs.items():
         frame = sweep(nets, config, crossbars, schemes=SCHEMES_PRICED, batch=batch)
         frames.append(ratios(frame, others=RATIO_BASELINES).assign(preset=preset_name))
@@ -184,83 +142,43 @@ def _finetune_stage_result(row: dict, p: dict, finetune_dir: Path) -> dict | Non
     return metrics if same and row["train_images_subset"] == p["data"]["subset"] else None
 
 
-def tradeoff_main(argv: list[str]) -> int:
-    """`tradeoff` stage entry point (one-line errors as every stage)."""
-    from basisn.pipeline import _one_line_errors
-
-    return _one_line_errors(_main)(argv)
-
-
-def _main(argv: list[str]) -> int:
-    from basisn.hardware import PRESETS
-    from basisn.hardware.report import load_block, resolve_block
-    from basisn.pipeline import _load, _parser, _prepare
-
-    parser = _parser("tradeoff", "accuracy and cost of the same models over G x coef_bits x option", "outputs/tradeoff")
-    parser.add_argument("--dense", default="outputs/train/model.pt")
-    parser.add_argument(
+@one_line_errors
+def main(argv: list[str]) -> int:
+    """`tradeoff` stage entry point: every check before any work, then the grid."""
+    arguments = parser(
+        "tradeoff", "accuracy and cost of the same models over G x coef_bits x option", "outputs/tradeoff"
+    )
+    arguments.add_argument("--dense", default="outputs/train/model.pt")
+    arguments.add_argument(
         "--finetune-dir",
         default="outputs/finetune",
         help="the finetune stage's output: a main configuration it trained with the same params is reused",
     )
-    args = parser.parse_args(argv)
-    p, lock = _prepare(args, layer_names=True)
+    args = arguments.parse_args(argv)
+    p, lock = prepare(args, layer_names=True)
     hw, config, _ = resolve_block(load_block(Path(args.params), args.profile))
     configs = {hw["preset"]: config} | {name: PRESETS[name] for name in hw["compare_presets"] if name != hw["preset"]}
-    dense, meta = _load(Path(args.dense), "train", basis_mapped=False)
+    dense, meta = load_stage_model(Path(args.dense), "train", basis_mapped=False)
     with lock:
         return _stage(p, args, dense, meta, hw, configs)
 
 
 def _stage(p: dict, args: argparse.Namespace, dense: torch.nn.Module, meta: dict, hw: dict, configs: dict) -> int:
-    from basisn.atomic import atomic_write
-    from basisn.basis import to_basisn
-    from basisn.hardware.report import paper_shapes
-    from basisn.pipeline import CHECKPOINT_ROOT, _loaders, _report_totals
-    from basisn.train import TrainConfig, evaluate, fit
+    from basisn.train import evaluate
 
     t = p["tradeoff"]
     rows = configurations(p)
-    loaders = {"short": _loaders(p, subset=t["finetune_subset"])}
+    data = {"short": loaders(p, subset=t["finetune_subset"])}
     if any(row["schedule"] == "full" for row in rows):
-        loaders["full"] = _loaders(p)
-    test = loaders["short"].test
-    num_classes = loaders["short"].num_classes
-    dense_accuracy = evaluate(dense, test, num_classes)["accuracy"]
+        data["full"] = loaders(p)
+    dense_accuracy = evaluate(dense, data["short"].test, data["short"].num_classes)["accuracy"]
     root = CHECKPOINT_ROOT / f"tradeoff-{params_module.fingerprint(p['data'], p['model'], p['train'], p['seed'])}"
     papers = {name: paper_shapes(name) for name in t["networks"]}
     results, costs, done = [], [], {}
     for index, row in enumerate(rows, 1):
         settings = {k: v for k, v in row.items() if k not in ("decompose", "finetune", "fingerprint")}
-        record = root / row["fingerprint"] / "row.json"
         model, report = to_basisn(copy.deepcopy(dense), **row["decompose"], seed=p["seed"])
-        if row["same_as"] is not None:
-            result = dict(done[row["same_as"]])
-        elif record.exists():
-            result = json.loads(record.read_text())
-            print(f"tradeoff {row['key']}: finished by an earlier run, read from {record}", flush=True)
-        else:
-            result = dict(
-                _report_totals(pd.DataFrame(report)),
-                decomposed_accuracy=evaluate(model, test, num_classes)["accuracy"],
-            )
-            reused = _finetune_stage_result(row, p, Path(args.finetune_dir)) if row["schedule"] == "full" else None
-            if reused is not None:
-                result.update(accuracy=reused["test_accuracy"], trained_by="finetune stage")
-            else:
-                config = TrainConfig(**row["finetune"], seed=p["seed"])
-                metrics = fit(
-                    model,
-                    loaders[row["schedule"]].train,
-                    test,
-                    config,
-                    root / row["fingerprint"],
-                    teacher=dense,
-                )
-                result.update(accuracy=metrics["test_accuracy"], trained_by="tradeoff stage")
-                result["train_seconds"] = metrics["train_seconds"]
-            result["finetune_epochs"] = row["finetune"]["epochs"]
-            atomic_write(record, lambda tmp, r=result: tmp.write_text(json.dumps(r, sort_keys=True) + "\n"))
+        result = _configuration_result(row, p, args, model, report, dense, data, root, done)
         done.setdefault(row["key"], result)
         results.append(
             dict(
@@ -298,6 +216,37 @@ def _stage(p: dict, args: argparse.Namespace, dense: torch.nn.Module, meta: dict
         )
     print(f"tradeoff: {len(rows)} configurations -> {args.out}")
     return 0
+
+
+def _configuration_result(
+    row: dict, p: dict, args: argparse.Namespace, model, report, dense, data: dict, root: Path, done: dict
+) -> dict:
+    """Accuracy (and reconstruction) of one configuration: shared with an identical earlier row, read back from
+    the record of an earlier run, taken from the finetune stage, or trained now (and recorded)."""
+    from basisn.train import TrainConfig, evaluate, fit
+
+    record = root / row["fingerprint"] / "row.json"
+    if row["same_as"] is not None:
+        return dict(done[row["same_as"]])
+    if record.exists():
+        print(f"tradeoff {row['key']}: finished by an earlier run, read from {record}", flush=True)
+        return json.loads(record.read_text())
+    test, num_classes = data["short"].test, data["short"].num_classes
+    result = dict(
+        report_totals(pd.DataFrame(report)),
+        decomposed_accuracy=evaluate(model, test, num_classes)["accuracy"],
+    )
+    reused = _finetune_stage_result(row, p, Path(args.finetune_dir)) if row["schedule"] == "full" else None
+    if reused is not None:
+        result.update(accuracy=reused["test_accuracy"], trained_by="finetune stage")
+    else:
+        config = TrainConfig(**row["finetune"], seed=p["seed"])
+        metrics = fit(model, data[row["schedule"]].train, test, config, root / row["fingerprint"], teacher=dense)
+        result.update(accuracy=metrics["test_accuracy"], trained_by="tradeoff stage")
+        result["train_seconds"] = metrics["train_seconds"]
+    result["finetune_epochs"] = row["finetune"]["epochs"]
+    atomic_write(record, lambda tmp, r=result: tmp.write_text(json.dumps(r, sort_keys=True) + "\n"))
+    return result
 
 
 def priced_shapes(model: torch.nn.Module, input_size: tuple[int, ...]) -> Any:
