@@ -20,6 +20,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("basisn.stages.evaluate", "main", "stage evaluate: dense vs decomposed vs BasisN accuracy"),
     "sweep": ("basisn.stages.sweep", "main", "stage sweep: n_basis x coef_bits"),
     "tradeoff": ("basisn.stages.tradeoff", "main", "stage tradeoff: accuracy and cost of the same models, G x bits"),
+    "claim-region": (
+        "basisn.stages.claim_region",
+        "main",
+        "stage claim_region: where BasisN / reprogramming is below 1%, and its sensitivity",
+    ),
     "notebook": ("basisn.stages.notebook", "main", "execute a notebook (jupytext + papermill) into paper_figures"),
     "hw-eval": ("basisn.stages.hardware", "main", "cost model: cycles, energy, EDP of every scheme"),
     "robustness": ("basisn.stages.robustness", "main", "accuracy under analog crossbar non-idealities"),

@@ -121,6 +121,7 @@ NETWORK_NAMES = (
 )
 MODEL_NETWORK = "pipeline_model"  # the network name the hardware and tradeoff stages give the pipeline's own model
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit seed
+MAX_COUNT = 2**20  # crossbars, batches: far beyond any chip (as basisn.hardware.settings.MAX_COUNT)
 MAX_SEGMENT_LEN = 8192  # 8 * 8192^2 bytes = 0.5 GiB for the m x m system; 100000 would need 80 GB
 # (train images, test images, classes) of the standard splits, for subset checks before any file is read
 SPLITS: dict[str, tuple[int, int, int]] = {
@@ -206,6 +207,20 @@ SCHEMA: dict[str, Any] = {
         "finetune_subset": integer(1, optional=True),
         "networks": list_of(choice(*NETWORK_NAMES)),
         "headline": {"network": string(), "crossbars": integer(1), "preset": string()},
+    },
+    "claim_region": {
+        "networks": list_of(choice(*NETWORK_NAMES[:-1])),
+        "row_write_s": list_of(number(1e-9, 1.0)),
+        "crossbars": list_of(integer(1, MAX_COUNT)),
+        "batches": list_of(integer(1, MAX_COUNT)),
+        "groups": list_of(integer(1)),
+        "bound": number(0.0, 1.0, low_open=True),
+        "sensitivity": {
+            "network": choice(*NETWORK_NAMES[:-1]),
+            "crossbars": integer(1, MAX_COUNT),
+            "batch": integer(1, MAX_COUNT),
+            "factors": list_of(number(0.0, 100.0, low_open=True)),
+        },
     },
     "hardware": ANY,
     "robustness": ANY,

@@ -289,6 +289,68 @@ def tradeoff_lines(root: Path) -> list[str]:
     ]
 
 
+def seconds_text(value: float) -> str:
+    """A time as a person writes it: 100 ns, 20 us, 1 ms."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        if value >= scale * 0.9995:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.3g} s"
+
+
+def n_ranges(ns: list[int], grid: list[int]) -> str:
+    """'8-512, 4096' for the N of `ns`, runs of consecutive values of the sorted `grid` joined by a dash."""
+    grid = sorted(grid)
+    runs: list[list[int]] = []
+    for n in sorted(ns):
+        if runs and grid.index(n) == grid.index(runs[-1][-1]) + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
+
+
+def region_sentence(smallest: pd.DataFrame, metric: str, write_grid: list[float], batch: int = 1) -> str:
+    """Where `metric` (a ratio of smallest_write.csv) is below the bound for every network together, per G at
+    batch `batch`: the row write time it takes at each N (runs of N needing the same time joined), e.g.
+    'G = 8: >= 20 us at N = 8-64, >= 5 us at N = 128'. N where it holds at the cheapest write of the grid are named
+    as such: there the write cost is not what decides."""
+    rows = smallest[(smallest["metric"] == metric) & (smallest["batch"] == batch)]
+    grid = sorted(rows["n_crossbars"].unique().tolist())
+    cheapest, dearest = min(write_grid), max(write_grid)
+    parts = []
+    for groups, part in rows.groupby("groups", sort=True):
+        need = part.groupby("n_crossbars")["smallest_row_write_s"].agg(lambda v: v.max() if v.notna().all() else None)
+        held = need.dropna()
+        if held.empty:
+            parts.append(f"G = {groups}: at no N up to {grid[-1]}, even at {seconds_text(dearest)} per row write")
+            continue
+        texts = []
+        for value, ns in held.groupby(held, sort=False):
+            ns_text = n_ranges(list(ns.index), grid)
+            if value <= cheapest:
+                texts.append(f"at any write time of the grid (>= {seconds_text(cheapest)}) at N = {ns_text}")
+            else:
+                texts.append(f">= {seconds_text(value)} at N = {ns_text}")
+        never = [n for n in grid if n not in held.index]
+        if never:
+            texts.append(f"not at N = {n_ranges(never, grid)} up to {seconds_text(dearest)}")
+        parts.append(f"G = {groups}: " + ", ".join(texts))
+    return "; ".join(parts)
+
+
+def digital_region_sentence(region: pd.DataFrame, column: str, batch: int = 1, bound: float = 1.0) -> str:
+    """Where BasisN / digital (`column`) is below `bound` for every network together, per G at batch `batch`
+    (the digital baseline and BasisN do not depend on the write cost: any one write time of the grid)."""
+    rows = region[(region["batch"] == batch) & (region["row_write_s"] == region["row_write_s"].min())]
+    grid = sorted(rows["n_crossbars"].unique().tolist())
+    parts = []
+    for groups, part in rows.groupby("groups", sort=True):
+        below = part.groupby("n_crossbars")[column].max() < bound
+        held = [int(n) for n, ok in below.items() if ok]
+        parts.append(f"G = {groups}: " + (f"at N = {n_ranges(held, grid)}" if held else f"at no N up to {grid[-1]}"))
+    return "; ".join(parts)
+
+
 def summary_lines(root: Path) -> list[str]:
     lines = accuracy_lines(root) + ratio_lines(root) + tradeoff_lines(root) + robustness_lines(root)
     lines.append("figures and tables: paper_figures/ (listed in docs/figures.md); claim by claim: CLAIMS.md")

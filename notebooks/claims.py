@@ -32,6 +32,7 @@ out_dir = "."
 evaluate_metrics = "outputs/evaluate/metrics.json"
 hardware_dir = "outputs/hardware"
 tradeoff_dir = "outputs/tradeoff"
+claim_region_dir = "outputs/claim_region"
 model_network = "pipeline_model"
 accuracy_bound_pp = 1.0  # "negligible" accuracy loss: at most this many percentage points below dense
 overhead_bound = 0.1  # "marginal"/"negligible" cost: at most this share (digital energy, fine-tune time)
@@ -50,8 +51,10 @@ from basisn.summary import (
     PAPER_NETWORK_DATASETS,
     beats_verdict,
     below_verdict,
+    digital_region_sentence,
     paper_networks,
     percent,
+    region_sentence,
     span,
     tradeoff_answer,
     tradeoff_table,
@@ -67,6 +70,8 @@ inputs = {
     **{name: f"{hardware_dir}/{name}" for name in ("hw_eval.json", "summary.csv", "ratios.csv", "sweep_ratios.csv")},
     "layers.csv": f"{hardware_dir}/layers.csv",
     **{f"tradeoff {name}": f"{tradeoff_dir}/{name}" for name in ("results.csv", "costs.csv", "params.json")},
+    **{f"claim_region {name}": f"{claim_region_dir}/{name}" for name in ("claim_region.json", "smallest_write.csv")},
+    "claim_region region.csv": f"{claim_region_dir}/region.csv",
 }
 require(*inputs.values())
 print(
@@ -239,6 +244,29 @@ def setting_maxima(sweeps: pd.DataFrame, column: str) -> pd.Series:
     return pd.concat(frames) if frames else pd.Series(dtype=float)
 
 
+region_facts = json.loads(Path(inputs["claim_region claim_region.json"]).read_text())
+region_smallest = pd.read_csv(inputs["claim_region smallest_write.csv"])
+region_table = pd.read_csv(inputs["claim_region region.csv"])
+region_block = region_facts["claim_region"]
+REGION = (
+    f"Where it would hold (stage claim_region: {', '.join(region_block['networks'])} together, batch 1, preset "
+    f"`{region_facts['preset']}`; a row write is its pulse width x verify iterations; `paper_figures/claim_region_*`)"
+)
+
+
+def region_text(column: str) -> str:
+    """The computed region sentence of a below-1% claim, with what the cheapest-write part of it means."""
+    sentence = region_sentence(region_smallest, column, region_block["row_write_s"], batch=1)
+    text = f" {REGION}: {sentence}."
+    if "at any write time" in sentence:
+        text += (
+            " Where it holds at any write time, writing costs almost nothing and the ratio reflects that the "
+            "reprogramming schedule does not replicate a layer within a round (docs/hardware.md), not the write cost."
+        )
+    presets = ", ".join(f"`{k}` {v['row_write_s'] * 1e6:.3g} us" for k, v in region_facts["presets"].items())
+    return text + f" The presets' row writes: {presets}."
+
+
 def below_one_percent(column: str, name: str, label: str) -> None:
     below = int((paper_base[column] < BELOW_BOUND).sum())
     verdict = below_verdict(paper_base, base_sweeps, column)
@@ -265,7 +293,7 @@ def below_one_percent(column: str, name: str, label: str) -> None:
     claim(
         f"{label} per inference fall below 1% of applying reprogramming, for large DNNs (DenseNet, ResNet) on "
         "ImageNet and CIFAR-100.",
-        text + f" {evaluated_text}.",
+        text + f" {evaluated_text}." + region_text(column.removesuffix("_best")),
         verdict,
         f"{HW}: `ratios.csv` ({column}), `sweep_ratios.csv`; `paper_figures/headline_ratios.csv`, "
         "`headline_groups.csv`",
@@ -338,7 +366,11 @@ claim(
     "BasisN / digital lanes, per network: "
     + "; ".join(f"{network}: {digital_text(part)}" for network, part in paper_base.groupby("network", sort=False))
     + f" ({at}); the trained model "
-    f"({model_network}, not a paper network): {digital_text(model)}.",
+    f"({model_network}, not a paper network): {digital_text(model)}. "
+    f"Where BasisN's EDP is below the digital lanes' (stage claim_region: {', '.join(region_block['networks'])} "
+    f"together, batch 1, `paper_figures/claim_region_digital.png`): "
+    f"{digital_region_sentence(region_table, 'edp_ratio_digital', batch=1)} (memory traffic charged to neither "
+    f"side: preset `{region_facts['preset']}` has memory={region_facts['config']['memory']}).",
     beats_verdict(paper_base, DIGITAL),
     f"{HW}: `ratios.csv` (*_ratio_digital); `paper_figures/headline_ratios.csv` (beats_digital_*)",
 )

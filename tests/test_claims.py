@@ -28,6 +28,7 @@ def run_claims(out: Path, hardware_dir: Path) -> dict[int, str]:
         f"evaluate_metrics={PIPELINE.relative_to(ROOT)}/evaluate/metrics.json",
         f"hardware_dir={hardware_dir}",
         f"tradeoff_dir={PIPELINE.relative_to(ROOT)}/tradeoff",
+        f"claim_region_dir={PIPELINE.relative_to(ROOT)}/claim_region",
     ]
     args = [sys.executable, "-m", "basisn.cli", "notebook", "notebooks/claims.py", "--out", str(out)]
     args += ["--runs", str(out / "runs"), "-k", "basisn"] + [a for p in parameters for a in ("-p", p)]
@@ -165,6 +166,22 @@ def test_parallelization_and_one_configuration_rows_are_the_tradeoff_fixture(row
     for line in tradeoff_answer(table, stage["headline"], stage["best"]):
         assert line.replace("|", "\\|") in rows[12]
     assert verdict(rows[12]).startswith("holds" if table["meets_both"].any() else "not reproduced")
+
+
+def test_rows_6_7_and_11_name_the_computed_claim_region(rows):
+    """The region sentences are basisn.summary's, on the claim_region fixture: computed, not typed."""
+    from basisn.summary import digital_region_sentence, region_sentence
+
+    region_dir = PIPELINE / "claim_region"
+    smallest = pd.read_csv(region_dir / "smallest_write.csv")
+    writes = json.loads((region_dir / "claim_region.json").read_text())["claim_region"]["row_write_s"]
+    for number, metric in ((6, "cycles_ratio"), (7, "edp_ratio")):
+        sentence = region_sentence(smallest, metric, writes, batch=1)
+        assert sentence.startswith("G = ") and "Where it would hold (stage claim_region" in rows[number]
+        assert f": {sentence}." in rows[number]
+        assert ("does not replicate a layer within a round" in rows[number]) == ("at any write time" in sentence)
+    digital = digital_region_sentence(pd.read_csv(region_dir / "region.csv"), "edp_ratio_digital", batch=1)
+    assert f"`paper_figures/claim_region_digital.png`): {digital} (memory traffic" in rows[11]
 
 
 def test_stage_reads_the_stage_outputs_and_hands_claims_md_to_git():

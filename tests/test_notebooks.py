@@ -198,6 +198,20 @@ NOTEBOOKS: dict[str, dict] = {
             "learned_basis_layers": ["name", "kind", "rel_error", "zero_share", "levels_used"],
         },
     },
+    "claim_region": {
+        "figures": ["claim_region_cycles", "claim_region_edp", "claim_region_digital", "sensitivity_tornado"],
+        "tables": {
+            "claim_region_min_write": [
+                "network",
+                "groups",
+                "n_crossbars",
+                "cycles_below_1pct_from_s",
+                "edp_below_1pct_from_s",
+            ],
+            "sensitivity_tornado": ["field", "factor", "value", "cycles_ratio_change", "edp_ratio_change"],
+            "cost_model_validation": ["name", "source", "published", "ours", "ratio", "in_band"],
+        },
+    },
 }
 REPEATED = "headline"  # executed twice to check byte-identical output (one is enough to keep the suite fast)
 ABSENT = "outputs/hardware/absent-for-the-test"  # under the hardware stage's output directory, never written
@@ -492,6 +506,23 @@ def test_learned_basis_rows(executed):
 # ----------------------------------------------------------------------------------------------------------------
 # Determinism and failure.
 # ----------------------------------------------------------------------------------------------------------------
+def test_claim_region_rows_are_the_stage_outputs(executed):
+    """The table is smallest_write.csv at batch 1, one column per metric; the validation table is the stage's."""
+    out = output_of(executed, "claim_region")
+    table = pd.read_csv(out / "claim_region_min_write.csv")
+    stage = pd.read_csv(FIXTURES / "pipeline" / "claim_region" / "smallest_write.csv")
+    at_one = stage[stage["batch"] == 1]
+    assert len(table) == len(at_one) // 2
+    for metric, column in (("cycles_ratio", "cycles_below_1pct_from_s"), ("edp_ratio", "edp_below_1pct_from_s")):
+        expected = at_one[at_one["metric"] == metric].set_index(["network", "groups", "n_crossbars"])
+        got = table.set_index(["network", "groups", "n_crossbars"])[column]
+        pd.testing.assert_series_equal(
+            got.sort_index(), expected["smallest_row_write_s"].sort_index(), check_names=False
+        )
+    validation = pd.read_csv(out / "cost_model_validation.csv")
+    assert validation["in_band"].all() and len(validation) >= 2
+
+
 def test_second_execution_is_byte_identical(executed):
     first, second = output_of(executed, REPEATED), output_of(executed, "repeat")
     names = sorted(p.name for p in first.iterdir())
