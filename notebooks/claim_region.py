@@ -76,9 +76,7 @@ at_batch = region[region["batch"] == batch]
 PRESET_MARKERS = ["o", "s", "D", "^", "v", "P", "X", "*"]
 
 
-def contour_panels(frame, index, columns, value, levels, cmap, line, labels, mark_presets=False):
-    """One panel per network (rows) x G (columns): filled contours of log10 `value` over `columns` (x) and `index`
-    (y), the black line at log10 `line` where it is crossed, and optionally the presets on the x axis."""
+def region_figure(column: str, title: str, stem: str) -> None:
     fig, axes = plt.subplots(
         len(networks),
         len(groups),
@@ -87,17 +85,17 @@ def contour_panels(frame, index, columns, value, levels, cmap, line, labels, mar
         sharey=True,
         squeeze=False,
     )
+    levels = np.linspace(-4, 0.5, 19)
     for i, network in enumerate(networks):
         for j, g in enumerate(groups):
             ax = axes[i][j]
-            part = frame[(frame["network"] == network) & (frame["groups"] == g)]
-            grid = part.pivot_table(index=index, columns=columns, values=value)
+            part = at_batch[(at_batch["network"] == network) & (at_batch["groups"] == g)]
+            grid = part.pivot_table(index="n_crossbars", columns="row_write_s", values=column)
             x, y = np.meshgrid(grid.columns.to_numpy(), grid.index.to_numpy())
             z = np.log10(grid.to_numpy().clip(1e-6, None))
-            filled = ax.contourf(x, y, z, levels=levels, cmap=cmap, extend="both")
-            if z.min() < np.log10(line) < z.max():
-                ax.contour(x, y, z, levels=[np.log10(line)], colors="black", linewidths=1.2, linestyles="solid")
-            for k, (name, preset) in enumerate(facts["presets"].items() if mark_presets else []):
+            filled = ax.contourf(x, y, z, levels=levels, cmap="viridis", extend="both")
+            ax.contour(x, y, z, levels=[np.log10(bound)], colors="black", linewidths=1.2, linestyles="solid")
+            for k, (name, preset) in enumerate(facts["presets"].items()):
                 ys = facts["report_crossbars"]
                 ax.scatter(
                     [preset["row_write_s"]] * len(ys),
@@ -110,29 +108,14 @@ def contour_panels(frame, index, columns, value, levels, cmap, line, labels, mar
                     label=name,
                     zorder=3,
                 )
-            ax.set_xscale("log", base=10 if columns == "row_write_s" else 2)
+            ax.set_xscale("log")
             ax.set_yscale("log", base=2)
             if i == 0:
                 ax.set_title(f"G = {g}", fontsize=9)
             if j == 0:
-                ax.set_ylabel(f"{network}\n{labels[1]}", fontsize=8)
+                ax.set_ylabel(f"{network}\ncrossbars N", fontsize=8)
             if i == len(networks) - 1:
-                ax.set_xlabel(labels[0], fontsize=8)
-    return fig, axes, filled
-
-
-def region_figure(column: str, title: str, stem: str) -> None:
-    fig, axes, filled = contour_panels(
-        at_batch,
-        "n_crossbars",
-        "row_write_s",
-        column,
-        np.linspace(-4, 0.5, 19),
-        "viridis",
-        bound,
-        ("row write time (s)", "crossbars N"),
-        mark_presets=True,
-    )
+                ax.set_xlabel("row write time (s)", fontsize=8)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(
         handles, labels, loc="lower center", ncol=len(labels), fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.03)
@@ -175,16 +158,33 @@ display(rows.head(20))
 
 # %%
 cheapest = region[region["row_write_s"] == region["row_write_s"].min()]
-fig, axes, filled = contour_panels(
-    cheapest,
-    "batch",
-    "n_crossbars",
-    "edp_ratio_digital",
-    np.linspace(-1.5, 1.0, 21),
-    "coolwarm",
-    1.0,
-    ("crossbars N", "batch B"),
+fig, axes = plt.subplots(
+    len(networks),
+    len(groups),
+    figsize=(2.3 * len(groups), 1.9 * len(networks)),
+    sharex=True,
+    sharey=True,
+    squeeze=False,
 )
+levels = np.linspace(-1.5, 1.0, 21)
+for i, network in enumerate(networks):
+    for j, g in enumerate(groups):
+        ax = axes[i][j]
+        part = cheapest[(cheapest["network"] == network) & (cheapest["groups"] == g)]
+        grid = part.pivot_table(index="batch", columns="n_crossbars", values="edp_ratio_digital")
+        x, y = np.meshgrid(grid.columns.to_numpy(), grid.index.to_numpy())
+        z = np.log10(grid.to_numpy())
+        filled = ax.contourf(x, y, z, levels=levels, cmap="coolwarm", extend="both")
+        if z.min() < 0 < z.max():
+            ax.contour(x, y, z, levels=[0.0], colors="black", linewidths=1.2, linestyles="solid")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        if i == 0:
+            ax.set_title(f"G = {g}", fontsize=9)
+        if j == 0:
+            ax.set_ylabel(f"{network}\nbatch B", fontsize=8)
+        if i == len(networks) - 1:
+            ax.set_xlabel("crossbars N", fontsize=8)
 bar = fig.colorbar(filled, ax=axes, shrink=0.6, pad=0.02)
 bar.set_label("log10 EDP, BasisN / digital lanes (below 0: BasisN better)")
 fig.suptitle(f"BasisN / the digital lanes, EDP, preset `{facts['preset']}`", fontsize=10)
