@@ -122,6 +122,7 @@ NETWORK_NAMES = (
 MODEL_NETWORK = "pipeline_model"  # the network name the hardware and tradeoff stages give the pipeline's own model
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit seed
 MAX_COUNT = 2**20  # crossbars, batches: far beyond any chip (as basisn.hardware.settings.MAX_COUNT)
+MAX_REPLICATES = 100  # tradeoff.seeds: each is a dense training plus every full fine-tune
 MAX_SEGMENT_LEN = 8192  # 8 * 8192^2 bytes = 0.5 GiB for the m x m system; 100000 would need 80 GB
 # (train images, test images, classes) of the standard splits, for subset checks before any file is read
 SPLITS: dict[str, tuple[int, int, int]] = {
@@ -141,7 +142,7 @@ _TRAINING = {
     "weight_decay": number(0.0),
     "label_smoothing": number(0.0, 1.0),
     "warmup_epochs": integer(0),
-    "amp": boolean(),
+    "amp": choice("auto", "on", "off"),
     "channels_last": boolean(),
     "compile": boolean(),
 }
@@ -205,6 +206,8 @@ SCHEMA: dict[str, Any] = {
         ),
         "finetune_epochs": integer(1),
         "finetune_subset": integer(1, optional=True),
+        "seeds": limited(integer(1, MAX_REPLICATES), "replicates of the full fine-tunes and their dense baselines"),
+        "workers": limited(integer(1, 64), "processes that train side by side, each with a share of the threads"),
         "networks": list_of(choice(*NETWORK_NAMES)),
         "headline": {"network": string(), "crossbars": integer(1), "preset": string()},
     },
@@ -345,6 +348,11 @@ def _check_tradeoff(p: dict) -> None:
     """Semantic checks of `tradeoff:` that involve other blocks (each leaf is validated by SCHEMA); the tradeoff
     stage's grid (basisn.stages.tradeoff.configurations) relies on them."""
     t = p["tradeoff"]
+    if p["seed"] + t["seeds"] - 1 > MAX_SEED:
+        raise ParamsError(
+            f"params: tradeoff.seeds={t['seeds']} with seed={p['seed']} runs past the largest seed {MAX_SEED}; "
+            f"allowed: seed + seeds - 1 <= {MAX_SEED}"
+        )
     n_basis = p["decompose"]["n_basis"]
     lists = [("tradeoff.groups", t["groups"])] + [(f"tradeoff.full.{name}", gs) for name, gs in t["full"].items()]
     for key, groups in lists:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -179,6 +180,12 @@ def robustness_lines(root: Path) -> list[str]:
 # The headline on one configuration (the tradeoff stage): shared by notebooks/tradeoff.py, notebooks/claims.py
 # and `basisn summary`, so the three never judge the same numbers by different rules.
 # --------------------------------------------------------------------------------------------------------------
+AGAINST_FIXED = {  # paired_verdict of an option against the fixed mask, as the answer says it
+    "ahead": "`{option}` beats the fixed mask by more than the spread",
+    "behind": "the fixed mask beats `{option}` by more than the spread",
+    "within noise": "the difference is within the spread of the seeds",
+    "untested": "one seed cannot tell them apart",
+}
 TRADEOFF_COSTS = {  # costs.csv column -> the table's name for it at the headline point
     "cycles_ratio_best": "cycles_vs_best",
     "edp_ratio_best": "edp_vs_best",
@@ -198,11 +205,92 @@ def _pareto(loss, cost) -> list[bool]:
     ]
 
 
+def bound_verdict(mean: float, spread: float, bound: float) -> str:
+    """'met', 'missed' or 'within noise' of a loss `mean` +- `spread` (the seeds' standard deviation) against a
+    largest allowed loss `bound`: met when mean + spread <= bound, missed when mean - spread > bound, else within
+    noise. One seed (spread NaN) is judged on its value alone: 'met' or 'missed'."""
+    if math.isnan(spread):
+        return "met" if mean <= bound else "missed"
+    if mean + spread <= bound:
+        return "met"
+    return "missed" if mean - spread > bound else "within noise"
+
+
+def paired_verdict(differences) -> str:
+    """'ahead', 'behind' or 'within noise' of per-seed differences (ours minus the other's, higher is better):
+    ahead only where the mean difference exceeds the differences' standard deviation (same seeds on both sides:
+    same dense baseline and data order), behind where it is below minus that; one seed cannot tell ('untested')."""
+    values = pd.Series(differences, dtype=float).dropna()
+    if len(values) < 2:
+        return "untested"
+    mean, spread = values.mean(), values.std(ddof=1)
+    if mean > spread:
+        return "ahead"
+    return "behind" if mean < -spread else "within noise"
+
+
+def seed_statistics(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration `key` of results.csv (one row per key x seed): the first seed's settings, and the
+    mean, standard deviation (ddof = 1; NaN for one seed), min and max over the seeds of the accuracy, the dense
+    baseline's accuracy and the loss against the dense baseline of the same seed; `seeds` counts them."""
+    results = results if "seed" in results else results.assign(seed=0)
+    results = results.assign(accuracy_loss_pp=-results["accuracy_minus_dense_pp"])
+    first = results.sort_values("seed").groupby("key", sort=False).first()
+    by_key = results.groupby("key", sort=False)
+    stats = {"seeds": by_key["seed"].nunique()}
+    for column in ("accuracy", "dense_accuracy", "accuracy_loss_pp"):
+        stats |= {
+            column: by_key[column].mean(),
+            f"{column}_sd": by_key[column].std(ddof=1),
+            f"{column}_min": by_key[column].min(),
+            f"{column}_max": by_key[column].max(),
+        }
+    table = first.drop(columns=["seed", "accuracy", "dense_accuracy", "accuracy_loss_pp"]).join(pd.DataFrame(stats))
+    table["accuracy_minus_dense_pp"] = -table["accuracy_loss_pp"]
+    return table.reset_index()
+
+
+def _against_fixed(results: pd.DataFrame) -> pd.DataFrame:
+    """Per full-fine-tune configuration of another option: its loss against the fixed mask's at the same G and
+    coefficient bits, paired by seed (`vs_fixed_pp`: mean of fixed's loss minus its own, positive when it is more
+    accurate; `vs_fixed_sd`; `vs_fixed`: `paired_verdict`)."""
+    results = results if "seed" in results else results.assign(seed=0)
+    full = results[results["schedule"] == "full"]
+    fixed = full[full["option"] == "fixed"].set_index(["groups", "coef_bits", "seed"])["accuracy_minus_dense_pp"]
+    rows = []
+    for key, part in full[full["option"] != "fixed"].groupby("key", sort=False):
+        index = pd.MultiIndex.from_frame(part[["groups", "coef_bits", "seed"]])
+        paired = pd.Series(part["accuracy_minus_dense_pp"].to_numpy(), index=index) - fixed.reindex(index)
+        paired = paired.dropna()
+        if paired.empty:
+            continue
+        rows.append(
+            dict(
+                key=key,
+                vs_fixed_pp=paired.mean(),
+                vs_fixed_sd=paired.std(ddof=1) if len(paired) > 1 else math.nan,
+                vs_fixed=paired_verdict(paired),
+            )
+        )
+    return pd.DataFrame(rows, columns=["key", "vs_fixed_pp", "vs_fixed_sd", "vs_fixed"])
+
+
+def loss_text(mean: float, spread: float, seeds: int) -> str:
+    """'-0.66 +- 0.12 pp (3 seeds)' of a loss (printed as accuracy minus dense), or '-0.66 pp (1 seed)'."""
+    if seeds < 2 or math.isnan(spread):
+        return f"{-mean:+.2f} pp (1 seed)"
+    return f"{-mean:+.2f} ± {spread:.2f} pp ({seeds} seeds)"
+
+
 def tradeoff_table(
     results: pd.DataFrame, costs: pd.DataFrame, point: dict, accuracy_bound_pp: float = ACCURACY_BOUND_PP
 ) -> pd.DataFrame:
-    """One row per trained configuration: its accuracy and its cost at the headline `point` (network, crossbars,
-    preset), the worst cost over everything priced, whether it meets each line and both, and the Pareto fronts."""
+    """One row per trained configuration: its accuracy over the seeds (mean, spread) and its cost at the headline
+    `point` (network, crossbars, preset), the worst cost over everything priced, its accuracy verdict against the
+    bound (`bound_verdict`: met / missed / within noise), whether it meets each line and both (accuracy: met), and
+    the Pareto fronts (of the mean loss)."""
+    per_seed = results
+    results = seed_statistics(results).merge(_against_fixed(per_seed), on="key", how="left")
     at_point = costs[
         (costs["network"] == point["network"])
         & (costs["n_crossbars"] == point["crossbars"])
@@ -215,8 +303,11 @@ def tradeoff_table(
     costed = at_point[["key", *TRADEOFF_COSTS]].rename(columns=TRADEOFF_COSTS)
     table = results.merge(costed, on="key", validate="one_to_one")
     table = table.merge(worst, left_on="key", right_index=True, validate="one_to_one")
-    table["accuracy_loss_pp"] = -table["accuracy_minus_dense_pp"]
-    table["meets_accuracy"] = table["accuracy_loss_pp"] <= accuracy_bound_pp
+    table["accuracy_verdict"] = [
+        bound_verdict(mean, spread, accuracy_bound_pp)
+        for mean, spread in zip(table["accuracy_loss_pp"], table["accuracy_loss_pp_sd"])
+    ]
+    table["meets_accuracy"] = table["accuracy_verdict"] == "met"
     table["meets_cycles"] = table["cycles_vs_best"] < BELOW_BOUND
     table["meets_edp"] = table["edp_vs_best"] < BELOW_BOUND
     table["meets_both"] = table["meets_accuracy"] & table["meets_cycles"] & table["meets_edp"]
@@ -228,7 +319,8 @@ def tradeoff_table(
 def _configuration(row) -> str:
     return (
         f"G = {row.groups}, {row.coef_bits}-bit coefficients, option `{row.option}` ({row.schedule} fine-tune): "
-        f"accuracy {100 * row.accuracy:.2f}% ({-row.accuracy_loss_pp:+.2f} pp vs dense), EDP "
+        f"accuracy {100 * row.accuracy:.2f}% ({loss_text(row.accuracy_loss_pp, row.accuracy_loss_pp_sd, row.seeds)}"
+        " vs dense), EDP "
         f"{100 * row.edp_vs_best:.3g}% and cycles {100 * row.cycles_vs_best:.3g}% of the best reprogramming schedule"
     )
 
@@ -238,7 +330,8 @@ def tradeoff_answer(
 ) -> list[str]:
     """The computed answer: the best configuration meeting both lines at the headline point, or, if none does,
     the closest on each side and by how much it misses; then the full fine-tunes of `best_option` against the
-    fixed-mask reference at each G."""
+    fixed-mask reference at each G (mean +- spread over the seeds, and whether the difference exceeds the spread).
+    "Within the bound" means `bound_verdict` says met: the loss plus its spread is at most the bound."""
     where = f"at {point['network']}, N = {point['crossbars']}, preset `{point['preset']}`"
     both = table[table["meets_both"]]
     lines = []
@@ -252,7 +345,8 @@ def tradeoff_answer(
             factor = accurate[["edp_vs_best", "cycles_vs_best"]].max(axis=1) / BELOW_BOUND
             closest = accurate.loc[factor.idxmin()]
             lines.append(
-                f"Of those within {accuracy_bound_pp:g} pp of dense, the cheapest is {_configuration(closest)}: "
+                f"Of those within {accuracy_bound_pp:g} pp of dense (with their spread), the cheapest is "
+                f"{_configuration(closest)}: "
                 f"{factor.min():.3g}x the 1% line."
             )
         cheap = table[table["meets_edp"] & table["meets_cycles"]]
@@ -267,12 +361,78 @@ def tradeoff_answer(
         rows = rows.set_index("option")
         if best_option not in rows.index:
             continue
-        text = f"Full fine-tune at G = {groups}: `{best_option}` {-rows.loc[best_option, 'accuracy_loss_pp']:+.2f} pp"
+        ours = rows.loc[best_option]
+        text = f"Full fine-tune at G = {groups}: `{best_option}` " + loss_text(
+            ours.accuracy_loss_pp, ours.accuracy_loss_pp_sd, ours.seeds
+        )
         if "fixed" in rows.index and best_option != "fixed":
-            text += f", the fixed mask {-rows.loc['fixed', 'accuracy_loss_pp']:+.2f} pp (same run)"
-        lines.append(text + " vs dense.")
+            fixed = rows.loc["fixed"]
+            text += ", the fixed mask " + loss_text(fixed.accuracy_loss_pp, fixed.accuracy_loss_pp_sd, fixed.seeds)
+            verdict = AGAINST_FIXED.get(ours.vs_fixed, AGAINST_FIXED["untested"])
+            text += " (same run) vs dense: " + verdict.format(option=best_option)
+        lines.append(text + ".")
     lines.append(f"{int(table['meets_both'].sum())} of {len(table)} trained configurations meet both lines {where}.")
     return lines
+
+
+def groups_claim(
+    table: pd.DataFrame, best_option: str, accuracy_bound_pp: float = ACCURACY_BOUND_PP
+) -> tuple[str, str]:
+    """CLAIMS row 5 from a `tradeoff_table`: the full fine-tunes of `best_option` at G > 1 (mean +- spread, the
+    fixed mask at the same G and whether the difference exceeds the spread) and the verdict part: up to which G
+    the loss is within the bound with its spread (`bound_verdict` met), and where it is within noise of it."""
+    full = table[table["schedule"] == "full"]
+    ours = full[(full["option"] == best_option) & (full["groups"] > 1)].sort_values("groups")
+    reference = full[(full["option"] == "fixed") & (full["groups"] > 1)].set_index("groups")
+    parts = []
+    for row in ours.itertuples():
+        text = f"G = {int(row.groups)}: {loss_text(row.accuracy_loss_pp, row.accuracy_loss_pp_sd, row.seeds)}"
+        if row.groups in reference.index and best_option != "fixed":
+            fixed = reference.loc[row.groups]
+            versus = AGAINST_FIXED.get(row.vs_fixed, AGAINST_FIXED["untested"]).format(option=best_option)
+            text += (
+                f" (fixed mask {loss_text(fixed.accuracy_loss_pp, fixed.accuracy_loss_pp_sd, fixed.seeds)}: {versus})"
+            )
+        parts.append(text)
+    met = [int(g) for g, v in zip(ours["groups"], ours["accuracy_verdict"]) if v == "met"]
+    noisy = [int(g) for g, v in zip(ours["groups"], ours["accuracy_verdict"]) if v == "within noise"]
+    verdict = f"within {accuracy_bound_pp:g} pp " + (f"up to G = {max(met)}" if met else "at no G > 1")
+    if noisy:
+        verdict += f"; within noise of {accuracy_bound_pp:g} pp at G = {', '.join(map(str, noisy))}"
+    return "; ".join(parts), verdict
+
+
+def accuracy_claim(
+    table: pd.DataFrame, dense: pd.DataFrame, accuracy_bound_pp: float = ACCURACY_BOUND_PP
+) -> tuple[str, str] | None:
+    """CLAIMS row 10 from a `tradeoff_table` and dense.csv: the dense baselines and the G = 1 full fine-tune
+    (the finetune stage's configuration) over the seeds, and 'within' / 'beyond' / 'within noise of' the bound
+    (`bound_verdict` of the paired loss). None when no G = 1 full fine-tune was trained."""
+    rows = table[(table["schedule"] == "full") & (table["groups"] == 1)]
+    if rows.empty:
+        return None
+    row = rows.iloc[0]
+    spread = dense["dense_accuracy"].std(ddof=1) if len(dense) > 1 else math.nan
+    dense_text = f"{100 * dense['dense_accuracy'].mean():.2f}%" + (f" ± {100 * spread:.2f}%" if len(dense) > 1 else "")
+    ours = f"{100 * row.accuracy:.2f}%" + (f" ± {100 * row.accuracy_sd:.2f}%" if row.seeds > 1 else "")
+    text = (
+        f"dense {dense_text}, BasisN (G = 1, {int(row.coef_bits)}-bit, full fine-tune) {ours}: "
+        f"{loss_text(row.accuracy_loss_pp, row.accuracy_loss_pp_sd, row.seeds)} vs the dense baseline of the same "
+        "seed (mean ± standard deviation over the seeds)"
+    )
+    word = {"met": "within", "missed": "beyond", "within noise": "within noise of"}[row.accuracy_verdict]
+    return text, word
+
+
+def both_claim(table: pd.DataFrame) -> str:
+    """CLAIMS row 12's verdict: a configuration meets both (accuracy met with its spread, both costs below 1%),
+    or only within noise of the accuracy bound, or none."""
+    if table["meets_both"].any():
+        return "holds at the headline point"
+    cheap = table[table["meets_cycles"] & table["meets_edp"]]
+    if (cheap["accuracy_verdict"] == "within noise").any():
+        return "within noise: a configuration below 1% in both costs is within the spread of the accuracy bound"
+    return "not reproduced: no trained configuration meets both at the headline point"
 
 
 def tradeoff_lines(root: Path) -> list[str]:

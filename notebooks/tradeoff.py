@@ -22,12 +22,20 @@
 # segment's group chosen once at decomposition; the others are our parallelization-aware options), scores each on
 # the test set, and prices exactly that configuration with the cost model (docs/hardware.md). Two fine-tunes:
 # `short` (the grid: a few epochs on a train subset, a trend, not a converged number) and `full` (the main
-# configurations: the `finetune:` schedule on every train image). One point per trained configuration; the
+# configurations: the `finetune:` schedule on every train image, repeated at `tradeoff.seeds` seeds, each with its
+# own dense baseline, data order, decomposition and fine-tune). One point per trained configuration; the
 # cost axis is BasisN / the best reprogramming schedule (`reprogram_best`, the fair baseline) at the headline
 # point of `tradeoff.headline` (network, crossbar count N, preset). The table also holds BasisN / plain
 # `reprogram` and / `ideal`, and the worst ratio over every priced network, N and preset.
 #
-# **Parameters.** `tradeoff_dir`: the stage's output directory (results.csv, costs.csv, params.json).
+# **Seeds.** A full fine-tune's accuracy and loss are the mean over its seeds, with the standard deviation
+# (ddof = 1) as the spread (error bars: +- 1 standard deviation); its loss is paired with the dense baseline of
+# the same seed. A target or the 1 pp bound is **met** when the loss plus its spread is at most the bound,
+# **missed** when the loss minus its spread is above it, and **within noise** otherwise; an option beats the
+# fixed mask only where the mean of their per-seed difference exceeds its standard deviation
+# (`basisn.summary.bound_verdict`, `paired_verdict`). The short grid runs at one seed and is judged on its value.
+#
+# **Parameters.** `tradeoff_dir`: the stage's output directory (results.csv, dense.csv, costs.csv, params.json).
 
 # %% tags=["parameters"]
 out_dir = "paper_figures"
@@ -45,16 +53,25 @@ from IPython.display import Markdown, display
 
 from basisn.figures import save_figure, save_table, set_style, show
 from basisn.notebooks import at_repo_root, require
-from basisn.summary import ACCURACY_BOUND_PP, BELOW_BOUND, TRADEOFF_COSTS, tradeoff_answer, tradeoff_table
+from basisn.summary import (
+    ACCURACY_BOUND_PP,
+    BELOW_BOUND,
+    TRADEOFF_COSTS,
+    bound_verdict,
+    loss_text,
+    tradeoff_answer,
+    tradeoff_table,
+)
 
 at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
-require(*(f"{tradeoff_dir}/{name}" for name in ("results.csv", "costs.csv", "params.json")))
+require(*(f"{tradeoff_dir}/{name}" for name in ("results.csv", "dense.csv", "costs.csv", "params.json")))
 set_style()
 print("notebook parameters:", json.dumps({"tradeoff_dir": tradeoff_dir, "targets_pp": targets_pp}))
 path = Path(tradeoff_dir)
 stage = json.loads((path / "params.json").read_text())
 print(json.dumps({k: stage[k] for k in ("tradeoff", "decompose", "finetune", "hardware")}, indent=1, sort_keys=True))
 results = pd.read_csv(path / "results.csv")
+dense = pd.read_csv(path / "dense.csv")
 costs = pd.read_csv(path / "costs.csv")
 point = stage["tradeoff"]["headline"]
 best_option = stage["tradeoff"]["best"]
@@ -84,9 +101,19 @@ columns = [
     "trained_by",
     "rel_error_mean",
     "decomposed_accuracy",
+    "seeds",
     "accuracy",
+    "accuracy_sd",
+    "accuracy_min",
+    "accuracy_max",
     "dense_accuracy",
+    "dense_accuracy_sd",
     "accuracy_loss_pp",
+    "accuracy_loss_pp_sd",
+    "accuracy_verdict",
+    "vs_fixed_pp",
+    "vs_fixed_sd",
+    "vs_fixed",
     *TRADEOFF_COSTS.values(),
     "worst_cycles_vs_best",
     "worst_edp_vs_best",
@@ -102,9 +129,29 @@ save_table(table, out_dir, "headline_tradeoff")
 display(table)
 
 # %% [markdown]
+# ## The dense baselines, one per seed
+#
+# Seed `seed` (params.yaml) is the train stage's model; each other replicate seed's baseline is trained by the
+# tradeoff stage with the same `train:` block. Every full fine-tune of a seed distils from, and is compared with,
+# that seed's baseline (the baseline is not shared between seeds).
+
+# %%
+save_table(dense, out_dir, "headline_tradeoff_dense")
+display(dense)
+dense_line = (
+    f"Dense baseline: {100 * dense['dense_accuracy'].mean():.2f}% ± {100 * dense['dense_accuracy'].std(ddof=1):.2f}% "
+    f"over {len(dense)} seeds ({', '.join(map(str, dense['seed']))}; min {100 * dense['dense_accuracy'].min():.2f}%, "
+    f"max {100 * dense['dense_accuracy'].max():.2f}%)."
+    if len(dense) > 1
+    else f"Dense baseline: {100 * dense['dense_accuracy'].iloc[0]:.2f}% (1 seed)."
+)
+print(dense_line)
+
+# %% [markdown]
 # ## Figure: accuracy loss against EDP and cycles, one point per configuration
 #
-# Colour: G. Marker: training option. Filled: full fine-tune; hollow: the grid's short fine-tune. The loss axis is
+# Colour: G. Marker: training option. Filled: full fine-tune (error bars: +- 1 standard deviation over its seeds);
+# hollow: the grid's short fine-tune (one seed). The loss axis is
 # linear up to 2 pp and logarithmic above (the short fine-tunes of 2-bit coefficients lose tens of pp). Dashed: the
 # paper's 1% (vertical) and 1 pp of accuracy loss (horizontal). Grey rings and line: the Pareto front over all
 # points (no other configuration is at least as good on both axes and better on one).
@@ -130,6 +177,17 @@ for ax, cost, label, front in (
             linewidths=1.1,
             zorder=3,
         )
+        if row.seeds > 1:
+            ax.errorbar(
+                getattr(row, cost),
+                row.accuracy_loss_pp,
+                yerr=row.accuracy_loss_pp_sd,
+                fmt="none",
+                ecolor=palette[row.groups],
+                elinewidth=1.0,
+                capsize=2.5,
+                zorder=3,
+            )
     frontier = table[table[front]].sort_values(cost)
     ax.step(frontier[cost], frontier["accuracy_loss_pp"], where="post", color="0.55", lw=1, zorder=2)
     ax.scatter(frontier[cost], frontier["accuracy_loss_pp"], s=110, facecolors="none", edgecolors="0.55", zorder=2)
@@ -171,17 +229,18 @@ for groups, target in targets_pp.items():
             {
                 "groups": row.groups,
                 "option": row.option,
+                "seeds": row.seeds,
                 "accuracy": row.accuracy,
+                "accuracy_sd": row.accuracy_sd,
                 "accuracy_loss_pp": row.accuracy_loss_pp,
+                "accuracy_loss_pp_sd": row.accuracy_loss_pp_sd,
                 "target_loss_pp": target,
                 "miss_pp": row.accuracy_loss_pp - target,
-                "meets_target": row.accuracy_loss_pp <= target,
+                "verdict": bound_verdict(row.accuracy_loss_pp, row.accuracy_loss_pp_sd, target),
             }
         )
-targets = pd.DataFrame(
-    targets,
-    columns=["groups", "option", "accuracy", "accuracy_loss_pp", "target_loss_pp", "miss_pp", "meets_target"],
-)
+columns = ["groups", "option", "seeds", "accuracy", "accuracy_sd", "accuracy_loss_pp", "accuracy_loss_pp_sd"]
+targets = pd.DataFrame(targets, columns=[*columns, "target_loss_pp", "miss_pp", "verdict"])
 save_table(targets, out_dir, "headline_tradeoff_targets")
 display(targets)
 
@@ -189,12 +248,17 @@ display(targets)
 # ## The answer (computed)
 
 # %%
-lines = tradeoff_answer(table, point, best_option)
+lines = [dense_line, *tradeoff_answer(table, point, best_option)]
+TARGET_TEXT = {
+    "met": "meets it, with its spread",
+    "missed": "misses it by {miss:.2f} pp, beyond its spread",
+    "within noise": "is within noise of it (the target lies inside its spread)",
+}
 for row in targets.itertuples():
-    verdict = "meets it" if row.meets_target else f"misses it by {row.miss_pp:.2f} pp"
+    verdict = TARGET_TEXT[row.verdict].format(miss=row.miss_pp)
     lines.append(
-        f"Target at G = {row.groups} (loss at most {row.target_loss_pp:g} pp): `{row.option}` loses "
-        f"{row.accuracy_loss_pp:.2f} pp and {verdict}."
+        f"Target at G = {row.groups} (loss at most {row.target_loss_pp:g} pp): `{row.option}` "
+        f"{loss_text(row.accuracy_loss_pp, row.accuracy_loss_pp_sd, row.seeds)} vs dense {verdict}."
     )
 if targets.empty:
     lines.append("No full fine-tune at the G of the targets: tradeoff.full names none of " + str(list(targets_pp)))

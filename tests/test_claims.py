@@ -159,9 +159,10 @@ def test_parallelization_and_one_configuration_rows_are_the_tradeoff_fixture(row
     table = tradeoff_table(results, pd.read_csv(PIPELINE / "tradeoff" / "costs.csv"), stage["headline"])
     ours = table[(table["schedule"] == "full") & (table["option"] == stage["best"]) & (table["groups"] > 1)]
     assert len(ours), "the fixture has a full fine-tune of the best option at some G > 1"
-    for row in ours.itertuples():
-        assert f"G = {row.groups}: {-row.accuracy_loss_pp:+.2f} pp" in rows[5]
-    kept = ours[ours["accuracy_loss_pp"] <= 1.0]
+    for row in ours.itertuples():  # mean +- standard deviation over the fixture's seeds
+        assert row.seeds == len(json.loads((PIPELINE / "tradeoff" / "params.json").read_text())["seeds"]) >= 2
+        assert f"G = {row.groups}: {-row.accuracy_loss_pp:+.2f} ± {row.accuracy_loss_pp_sd:.2f} pp" in rows[5]
+    kept = ours[ours["accuracy_loss_pp"] + ours["accuracy_loss_pp_sd"] <= 1.0]  # met with its spread
     assert (f"up to G = {kept['groups'].max()}" if len(kept) else "at no G > 1") in rows[5]
     for line in tradeoff_answer(table, stage["headline"], stage["best"]):
         assert line.replace("|", "\\|") in rows[12]

@@ -168,9 +168,14 @@ NOTEBOOKS: dict[str, dict] = {
                 "coef_bits",
                 "option",
                 "schedule",
+                "seeds",
                 "accuracy",
+                "accuracy_sd",
                 "dense_accuracy",
                 "accuracy_loss_pp",
+                "accuracy_loss_pp_sd",
+                "accuracy_verdict",
+                "vs_fixed",
                 "cycles_vs_best",
                 "edp_vs_best",
                 "cycles_vs_reprogram",
@@ -184,11 +189,14 @@ NOTEBOOKS: dict[str, dict] = {
             "headline_tradeoff_targets": [
                 "groups",
                 "option",
+                "seeds",
                 "accuracy_loss_pp",
+                "accuracy_loss_pp_sd",
                 "target_loss_pp",
                 "miss_pp",
-                "meets_target",
+                "verdict",
             ],
+            "headline_tradeoff_dense": ["seed", "dense_accuracy", "trained_by"],
         },
     },
     "learned_basis": {
@@ -392,6 +400,14 @@ def test_headline_rows(executed, hw):
     assert len(presets) == networks * report * (1 + len(hw["params"]["compare_presets"]))
 
 
+def stage_json() -> dict:
+    return json.loads((FIXTURES / "pipeline" / "tradeoff" / "params.json").read_text())
+
+
+def stage_params_seeds(stage: dict) -> list[int]:
+    return stage["seeds"]
+
+
 def test_tradeoff_rows_are_the_trained_configurations_priced_by_the_cost_model(executed):
     from basisn.hardware import PRESETS, BasisSpec, NetworkShapes, evaluate
     from basisn.hardware.networks import paper_shapes
@@ -400,9 +416,20 @@ def test_tradeoff_rows_are_the_trained_configurations_priced_by_the_cost_model(e
     results = pd.read_csv(FIXTURES / "pipeline" / "tradeoff" / "results.csv")
     point = stage["tradeoff"]["headline"]
     frame = table(executed, "tradeoff", "headline_tradeoff")
-    assert sorted(frame["key"]) == sorted(results["key"]), "one row per trained configuration"
-    merged = frame.merge(results[["key", "accuracy"]], on="key", suffixes=("", "_stage"))
+    assert sorted(frame["key"]) == sorted(results["key"].unique()), "one row per trained configuration"
+    by_key = results.groupby("key")
+    stage = pd.DataFrame(
+        dict(accuracy_stage=by_key["accuracy"].mean(), seeds_stage=by_key["seed"].nunique(),
+             loss_sd_stage=by_key["accuracy_minus_dense_pp"].std(ddof=1))
+    )  # fmt: skip
+    merged = frame.merge(stage, left_on="key", right_index=True)
     assert merged["accuracy"].to_numpy() == pytest.approx(merged["accuracy_stage"].to_numpy())
+    assert (merged["seeds"] == merged["seeds_stage"]).all()
+    assert merged["accuracy_loss_pp_sd"].to_numpy() == pytest.approx(merged["loss_sd_stage"].to_numpy(), nan_ok=True)
+    full = merged[merged["schedule"] == "full"]
+    assert (full["seeds"] == len(stage_json()["seeds"])).all() and (full["seeds"] >= 2).all()
+    short = merged[merged["schedule"] == "short"]
+    assert (short["seeds"] == 1).all() and short["accuracy_loss_pp_sd"].isna().all()
     shapes = paper_shapes(point["network"])
     config = PRESETS[point["preset"]]
     for row in merged.itertuples():
@@ -413,9 +440,10 @@ def test_tradeoff_rows_are_the_trained_configurations_priced_by_the_cost_model(e
             theirs = evaluate(shapes, config, scheme, point["crossbars"], 1).totals
             assert getattr(row, f"cycles_vs_{column}") == pytest.approx(ours["cycles"] / theirs["cycles"])
             assert getattr(row, f"edp_vs_{column}") == pytest.approx(ours["edp_js"] / theirs["edp_js"])
-    loss = frame["accuracy_loss_pp"]
+    loss, spread = frame["accuracy_loss_pp"], frame["accuracy_loss_pp_sd"].fillna(0.0)
+    assert (frame["meets_accuracy"] == (loss + spread <= 1)).all()  # met with its spread
     assert (
-        frame["meets_both"] == ((loss <= 1) & (frame["edp_vs_best"] < 0.01) & (frame["cycles_vs_best"] < 0.01))
+        frame["meets_both"] == ((loss + spread <= 1) & (frame["edp_vs_best"] < 0.01) & (frame["cycles_vs_best"] < 0.01))
     ).all()
     for front, cost in (("pareto_edp", "edp_vs_best"), ("pareto_cycles", "cycles_vs_best")):
         assert frame[front].any()
@@ -433,7 +461,17 @@ def test_tradeoff_targets_are_the_full_fine_tunes_at_the_target_g(executed):
     merged = targets.merge(full, on=["groups", "option"], suffixes=("", "_table"))
     assert merged["accuracy_loss_pp"].to_numpy() == pytest.approx(merged["accuracy_loss_pp_table"].to_numpy())
     assert (targets["miss_pp"] == targets["accuracy_loss_pp"] - targets["target_loss_pp"]).all()
-    assert (targets["meets_target"] == (targets["miss_pp"] <= 0)).all()
+    spread = targets["accuracy_loss_pp_sd"]
+    assert ((targets["verdict"] == "met") == (targets["miss_pp"] + spread <= 0)).all()
+    assert ((targets["verdict"] == "missed") == (targets["miss_pp"] - spread > 0)).all()
+
+
+def test_tradeoff_dense_baselines_are_one_per_seed(executed):
+    dense = table(executed, "tradeoff", "headline_tradeoff_dense")
+    stage = pd.read_csv(FIXTURES / "pipeline" / "tradeoff" / "dense.csv")
+    assert dense["seed"].tolist() == stage["seed"].tolist() == stage_params_seeds(stage_json())
+    assert dense["trained_by"].iloc[0] == "train stage" and (dense["trained_by"].iloc[1:] == "tradeoff stage").all()
+    assert dense["dense_accuracy"].to_numpy() == pytest.approx(stage["dense_accuracy"].to_numpy())
 
 
 def test_energy_rows(executed, hw):

@@ -37,8 +37,15 @@ def test_the_grid_is_every_g_bits_option_then_the_main_configurations():
     short = [r for r in rows if r["schedule"] == "short"]
     full = [r for r in rows if r["schedule"] == "full"]
     assert len(short) == len(t["groups"]) * len(t["coef_bits"]) * len(t["options"])
-    assert [(r["option"], r["groups"]) for r in full] == [(o, g) for o, gs in t["full"].items() for g in gs]
-    assert len({r["key"] for r in rows}) == len(rows)
+    assert {r["seed"] for r in short} == {p["seed"]}  # the grid is a trend: one seed
+    main = [(o, g) for o, gs in t["full"].items() for g in gs]
+    assert t["seeds"] >= 3  # the default profile reports mean and spread over at least 3 seeds (issue 24)
+    assert [(r["seed"], r["option"], r["groups"]) for r in full] == [
+        (p["seed"] + k, o, g) for k in range(t["seeds"]) for o, g in main
+    ]
+    assert len({(r["key"], r["seed"]) for r in rows}) == len(rows)
+    assert {r["key"] for r in full if r["seed"] == p["seed"]} == {r["key"] for r in full}  # one key, all seeds
+    assert len({r["fingerprint"] for r in full}) == len(full)  # each seed is its own training
     for r in short:
         assert r["finetune"]["epochs"] == t["finetune_epochs"]
         assert r["train_images_subset"] == t["finetune_subset"]
@@ -79,6 +86,8 @@ BAD = [
     (lambda t: t.update(networks=["alexnet"]), "tradeoff.networks=['alexnet'] is not allowed"),
     (lambda t: t.update(finetune_subset=5), "tradeoff.finetune_subset=5 is not allowed for fashion_mnist"),
     (lambda t: t.update(coef_bits=[1]), "tradeoff.coef_bits=[1] is not allowed"),
+    (lambda t: t.update(seeds=0), "tradeoff.seeds=0 is not allowed"),
+    (lambda t: t.update(seeds=2.5), "tradeoff.seeds=2.5 is not allowed"),
 ]
 
 
@@ -142,3 +151,12 @@ def test_a_configuration_read_back_unhardened_is_priced_like_its_hardened_model(
     parallel.harden(model)
     hardened = layer_shapes(model, (1, 28, 28), name=MODEL_NETWORK)
     assert shapes == hardened and shapes.basis == BasisSpec(64, 128, 4, 4, "uniform")
+
+
+def test_seeds_must_not_run_past_the_largest_seed():
+    def edit(raw):
+        raw["seed"] = params.MAX_SEED - 1
+        raw["tradeoff"]["seeds"] = 3
+
+    with pytest.raises(params.ParamsError, match="tradeoff.seeds=3 with seed=.* runs past the largest seed"):
+        resolved(edit)

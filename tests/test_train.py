@@ -16,11 +16,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from basisn import train as train_module
 from basisn.train import (
     CHECKPOINT_NAME,
     METRICS_NAME,
     CheckpointMismatchError,
+    TeacherCache,
     TrainConfig,
+    autocast_enabled,
     distillation_loss,
     evaluate,
     fit,
@@ -265,6 +268,7 @@ def test_lr_schedule_warms_up_linearly_then_decays_to_zero():
         ("kd_alpha", 1.2),
         ("kd_temperature", 0),
         ("amp", "yes"),
+        ("amp", True),  # the old boolean: the modes are auto | on | off
         ("seed", -1),
         ("log_interval", 0),
         ("grad_clip", 0.0),
@@ -298,3 +302,51 @@ def test_ddp_kill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, ddp_
         expected_metrics, expected_state = script_results(expected_dir, rank)
         assert without_timing(metrics) == without_timing(expected_metrics)
         assert_same_state(state, expected_state)
+
+
+@pytest.mark.parametrize("amp", ["off", "on"])
+def test_cached_teacher_logits_give_the_same_fine_tunes_as_recomputing_them(tmp_path, amp):
+    """Two fine-tunes over the same batches: the second replays the first's teacher logits, bit for bit."""
+    train, test = script.make_loaders()
+    teacher = script.make_model(seed=1)
+    config = script.make_config(kd_alpha=0.7, amp=amp)
+    plain = [script.make_model(seed=s, basisn=True) for s in (2, 3)]
+    cached = [script.make_model(seed=s, basisn=True) for s in (2, 3)]
+    cache = TeacherCache(teacher)
+    for k, (a, b) in enumerate(zip(plain, cached)):
+        expected = fit(a, train, test, config, tmp_path / f"plain{k}", teacher=teacher)
+        got = fit(b, train, test, config, tmp_path / f"cached{k}", teacher=cache)
+        assert_same_state(a.state_dict(), b.state_dict())
+        assert without_timing(got) == without_timing(expected)
+    steps = config.epochs * len(train)
+    assert (cache.misses, cache.hits) == (steps, steps)  # computed in the first fine-tune, replayed in the second
+    other = script.make_loaders(seed=5)[0]  # other batches are never given the stored logits
+    fit(script.make_model(seed=2, basisn=True), other, test, config, tmp_path / "other", teacher=cache)
+    assert cache.misses == 2 * steps
+
+
+def test_amp_auto_follows_the_cpu_and_on_off_are_forced(monkeypatch):
+    cpu = torch.device("cpu")
+    assert autocast_enabled("on", cpu) and not autocast_enabled("off", cpu)
+    assert autocast_enabled("auto", torch.device("cuda"))
+    for native in (True, False):
+        monkeypatch.setattr(train_module, "native_bf16_cpu", lambda native=native: native)
+        assert autocast_enabled("auto", cpu) is native
+
+
+def test_fit_records_which_precision_it_trained_in(tmp_path):
+    train, test = script.make_loaders()
+    on = fit(script.make_model(), train, test, script.make_config(amp="on"), tmp_path / "on")
+    off = fit(script.make_model(), train, test, script.make_config(amp="off"), tmp_path / "off")
+    assert (on["autocast"], off["autocast"]) == ("bf16", "fp32")
+    assert on["test_loss"] != off["test_loss"]  # bf16 autocast really ran
+
+
+def test_evaluating_only_after_the_last_epoch_trains_the_same_weights(tmp_path):
+    train, test = script.make_loaders()
+    every, last = script.make_model(), script.make_model()
+    a = fit(every, train, test, script.make_config(), tmp_path / "every")
+    b = fit(last, train, test, script.make_config(), tmp_path / "last", evaluate_each_epoch=False)
+    assert_same_state(every.state_dict(), last.state_dict())
+    assert b["test_accuracy"] == a["test_accuracy"] and b["test_loss"] == a["test_loss"]
+    assert [math.isnan(h["test_loss"]) for h in b["history"]] == [True, True, False]

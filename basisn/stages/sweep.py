@@ -37,9 +37,10 @@ def main(argv: list[str]) -> int:
 
 
 def _sweep(p: dict, args: argparse.Namespace, dense: torch.nn.Module) -> int:
-    from basisn.train import evaluate, fit
+    from basisn.train import TeacherCache, evaluate, fit
 
     sweep = p["sweep"]
+    teacher = TeacherCache(dense)  # every short fine-tune sees the same batches: the dense logits once
     data = loaders(p, subset=sweep["finetune_subset"])
     rows = []
     grid = [(n, b) for n in sweep["n_basis"] for b in sweep["coef_bits"]]
@@ -56,9 +57,8 @@ def _sweep(p: dict, args: argparse.Namespace, dense: torch.nn.Module) -> int:
             if sweep["finetune_epochs"]:
                 config = train_config(p, "finetune", epochs=sweep["finetune_epochs"])
                 with tempfile.TemporaryDirectory() as scratch:  # fit scores the test set after its last epoch
-                    row["finetuned_accuracy"] = fit(model, data.train, data.test, config, Path(scratch), teacher=dense)[
-                        "test_accuracy"
-                    ]
+                    metrics = fit(model, data.train, data.test, config, Path(scratch), teacher=teacher)
+                    row["finetuned_accuracy"] = metrics["test_accuracy"]
             rows.append(row)
             print(f"sweep {index}/{len(grid)}: {row}", flush=True)
         pd.DataFrame(rows).to_csv(out / "results.csv", index=False)

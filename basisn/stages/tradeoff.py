@@ -50,6 +50,7 @@ from basisn.stages.common import (
     parser,
     prepare,
     report_totals,
+    train_config,
 )
 from basisn.stages.hardware import load_block
 
@@ -61,19 +62,31 @@ ASSIGNMENT_KNOBS = ("group_lasso", "harden_at")  # finetune keys that only act o
 # --------------------------------------------------------------------------------------------------------------
 # The grid.
 # --------------------------------------------------------------------------------------------------------------
-def configurations(p: dict) -> list[dict]:
-    """Every (G, coef_bits, option, fine-tune) the stage trains, with its effective decompose/finetune blocks.
+def seeds(p: dict) -> list[int]:
+    """The replicate seeds of the full fine-tunes: `seed`, `seed` + 1, ... (`tradeoff.seeds` of them)."""
+    return [p["seed"] + k for k in range(p["tradeoff"]["seeds"])]
 
-    `short` rows for the whole grid, then `full` rows for the main configurations. Rows whose effective settings
-    are identical (an option that only changes the group assignment, at G = 1) share one training: the later ones
-    name the first in `same_as`.
+
+def configurations(p: dict) -> list[dict]:
+    """Every (G, coef_bits, option, fine-tune, seed) the stage trains, with its effective decompose/finetune blocks.
+
+    `short` rows for the whole grid (at the params' seed only: a trend), then `full` rows for the main
+    configurations at every replicate seed (`seeds`; each seed has its own dense baseline, data order,
+    decomposition and fine-tune). `key` names the configuration and is the same for all its seeds. Rows whose
+    effective settings are identical (an option that only changes the group assignment, at G = 1) share one
+    training: the later ones name the first in `same_as`.
     """
     t = p["tradeoff"]
     rows: list[dict] = []
-    grid = [(g, b, name, "short") for g in t["groups"] for b in t["coef_bits"] for name in t["options"]]
-    grid += [(g, p["decompose"]["coef_bits"], name, "full") for name, groups in t["full"].items() for g in groups]
+    grid = [(g, b, name, "short", p["seed"]) for g in t["groups"] for b in t["coef_bits"] for name in t["options"]]
+    grid += [
+        (g, p["decompose"]["coef_bits"], name, "full", seed)
+        for seed in seeds(p)
+        for name, groups in t["full"].items()
+        for g in groups
+    ]
     seen: dict[str, str] = {}
-    for groups, coef_bits, option, schedule in grid:
+    for groups, coef_bits, option, schedule, seed in grid:
         overrides = t["options"][option] or {}
         decompose = params_module.merge(p["decompose"], overrides.get("decompose") or {})
         decompose.update(groups=groups, coef_bits=coef_bits)
@@ -86,12 +99,11 @@ def configurations(p: dict) -> list[dict]:
             finetune.update(epochs=epochs, warmup_epochs=min(finetune["warmup_epochs"], epochs))
         subset = t["finetune_subset"] if schedule == "short" else p["data"]["subset"]
         key = f"G{groups}-b{coef_bits}-{option}-{schedule}"
-        fingerprint = params_module.fingerprint(
-            p["data"], subset, p["model"], p["train"], p["seed"], decompose, finetune
-        )
+        fingerprint = params_module.fingerprint(p["data"], subset, p["model"], p["train"], seed, decompose, finetune)
         rows.append(
             dict(
                 key=key,
+                seed=seed,
                 groups=groups,
                 coef_bits=coef_bits,
                 option=option,
@@ -168,18 +180,19 @@ def _stage(p: dict, args: argparse.Namespace, dense: torch.nn.Module, meta: dict
 
     t = p["tradeoff"]
     rows = configurations(p)
-    data = {"short": loaders(p, subset=t["finetune_subset"])}
-    if any(row["schedule"] == "full" for row in rows):
-        data["full"] = loaders(p)
-    dense_accuracy = evaluate(dense, data["short"].test, data["short"].num_classes)["accuracy"]
     root = CHECKPOINT_ROOT / f"tradeoff-{params_module.fingerprint(p['data'], p['model'], p['train'], p['seed'])}"
+    context = dict(p=p, dense=str(args.dense), root=str(root), meta=meta)
+    results_of = _run_trainings(rows, p, args, context)
+    test_data = loaders(p, subset=t["finetune_subset"])
+    baselines = {seed: _dense_of(context, seed) for seed in seeds(p)}
+    dense_accuracy = {
+        seed: evaluate(model, test_data.test, test_data.num_classes)["accuracy"] for seed, model in baselines.items()
+    }
     papers = {name: paper_shapes(name) for name in t["networks"]}
-    results, costs, done = [], [], {}
-    for index, row in enumerate(rows, 1):
+    results, costs = [], []
+    for row in rows:
+        seed, result = row["seed"], results_of[row["key"], row["seed"]]
         settings = {k: v for k, v in row.items() if k not in ("decompose", "finetune", "fingerprint")}
-        model, report = to_basisn(copy.deepcopy(dense), **row["decompose"], seed=p["seed"])
-        result = _configuration_result(row, p, args, model, report, dense, data, root, done)
-        done.setdefault(row["key"], result)
         results.append(
             dict(
                 settings,
@@ -187,64 +200,222 @@ def _stage(p: dict, args: argparse.Namespace, dense: torch.nn.Module, meta: dict
                 n_basis=row["decompose"]["n_basis"],
                 segment_len=row["decompose"]["segment_len"],
                 coef_quant=row["decompose"]["coef_quant"],
-                dense_accuracy=dense_accuracy,
-                accuracy_minus_dense_pp=100 * (result["accuracy"] - dense_accuracy),
+                dense_accuracy=dense_accuracy[seed],
+                accuracy_minus_dense_pp=100 * (result["accuracy"] - dense_accuracy[seed]),
             )
         )
-        model_shapes = priced_shapes(model, (meta["in_channels"], *meta["input_size"]))
-        networks = {MODEL_NETWORK: model_shapes} | papers
-        cost = configuration_costs(model_shapes.basis, networks, configs, hw["report_crossbars"], hw["batch"])
-        costs.append(cost.assign(key=row["key"]))
-        print(
-            f"tradeoff {index}/{len(rows)} {row['key']}: accuracy {result['accuracy']:.4f} "
-            f"({100 * (result['accuracy'] - dense_accuracy):+.2f} pp vs dense)",
-            flush=True,
-        )
+        if seed == p["seed"]:  # the cost depends on the configuration, not on the trained values: priced once
+            model, _ = to_basisn(copy.deepcopy(dense), **row["decompose"], seed=seed)
+            model_shapes = priced_shapes(model, (meta["in_channels"], *meta["input_size"]))
+            networks = {MODEL_NETWORK: model_shapes} | papers
+            cost = configuration_costs(model_shapes.basis, networks, configs, hw["report_crossbars"], hw["batch"])
+            costs.append(cost.assign(key=row["key"]))
+    dense_rows = [
+        dict(seed=seed, dense_accuracy=dense_accuracy[seed], trained_by="train stage" if seed == p["seed"] else
+             "tradeoff stage")
+        for seed in seeds(p)
+    ]  # fmt: skip
     with atomic_directory(Path(args.out)) as out:
         pd.DataFrame(results).to_csv(out / "results.csv", index=False)
+        pd.DataFrame(dense_rows).to_csv(out / "dense.csv", index=False)
         pd.concat(costs, ignore_index=True).to_csv(out / "costs.csv", index=False)
         atomic_write_json(
             out / "params.json",
             dict(
                 tradeoff=t,
+                seeds=seeds(p),
                 decompose=p["decompose"],
                 finetune=p["finetune"],
                 hardware=dict(preset=hw["preset"], presets=list(configs), report_crossbars=hw["report_crossbars"]),
                 profile=p["profile"],
-                dense_accuracy=dense_accuracy,
+                dense_accuracy=dense_accuracy[p["seed"]],
             ),
         )
-    print(f"tradeoff: {len(rows)} configurations -> {args.out}")
+    print(f"tradeoff: {len(rows)} trained configurations (x seed) -> {args.out}")
     return 0
 
 
-def _configuration_result(
-    row: dict, p: dict, args: argparse.Namespace, model, report, dense, data: dict, root: Path, done: dict
-) -> dict:
-    """Accuracy (and reconstruction) of one configuration: shared with an identical earlier row, read back from
-    the record of an earlier run, taken from the finetune stage, or trained now (and recorded)."""
-    from basisn.train import TrainConfig, evaluate, fit
+# --------------------------------------------------------------------------------------------------------------
+# The trainings, in `tradeoff.workers` processes.
+# --------------------------------------------------------------------------------------------------------------
+def _run_trainings(rows: list[dict], p: dict, args: argparse.Namespace, context: dict) -> dict:
+    """(key, seed) -> result of every row: shared with an identical row, read back from an earlier run's record,
+    taken from the finetune stage, or trained, the dense baselines of the other seeds first.
 
-    record = root / row["fingerprint"] / "row.json"
-    if row["same_as"] is not None:
-        return dict(done[row["same_as"]])
-    if record.exists():
-        print(f"tradeoff {row['key']}: finished by an earlier run, read from {record}", flush=True)
-        return json.loads(record.read_text())
-    test, num_classes = data["short"].test, data["short"].num_classes
+    The trainings are independent, so `tradeoff.workers` processes run them side by side, each with an equal
+    share of the torch threads (two 1-thread processes train about 1.3x more images per second than one 2-thread
+    process on a 2-core CPU, docs/benchmarks.md). A task's result does not depend on which worker runs it or in
+    which order; it does depend on the threads a worker has (float sums), so `workers` is recorded in the rows.
+    """
+    results: dict = {}
+    todo = []
+    for row in rows:
+        record = Path(context["root"]) / row["fingerprint"] / "row.json"
+        reused = None
+        if row["schedule"] == "full" and row["seed"] == p["seed"]:
+            reused = _finetune_stage_result(row, p, Path(args.finetune_dir))
+        if row["same_as"] is not None:
+            continue
+        if record.exists():
+            print(f"tradeoff {row['key']} seed {row['seed']}: finished by an earlier run, read from {record}")
+            results[row["key"], row["seed"]] = json.loads(record.read_text())
+        elif reused is not None:
+            results[row["key"], row["seed"]] = _reused_result(row, reused, context)
+        else:
+            todo.append(row)
+    dense_tasks = [("dense", seed) for seed in seeds(p)[1:] if not _dense_path(context, seed).exists()]
+    workers = p["tradeoff"]["workers"]
+    threads = max(1, torch.get_num_threads() // workers)  # per training, however few remain: same numbers
+    workers = min(workers, len(todo) + len(dense_tasks))
+    done = _in_workers(dense_tasks, [("row", row) for row in todo], context, workers, threads)
+    results |= done
+    for row in rows:
+        if row["same_as"] is not None:
+            results[row["key"], row["seed"]] = dict(results[row["same_as"], row["seed"]])
+    return results
+
+
+def _in_workers(dense_tasks: list, row_tasks: list, context: dict, workers: int, threads: int) -> dict:
+    """Run the dense baselines, then each row once its seed's baseline exists, with `threads` torch threads each;
+    `workers` processes (1: here)."""
+    total = len(dense_tasks) + len(row_tasks)
+    if workers <= 1:
+        results, before = {}, torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for index, task in enumerate(dense_tasks + row_tasks, 1):
+                results |= _run_task(task, context)
+                _progress(index, total, task)
+        finally:
+            torch.set_num_threads(before)
+        return results
+    import concurrent.futures as futures
+    import multiprocessing
+
+    pool = futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=(threads,)
+    )
+    results: dict = {}
+    with pool:
+        waiting = {seed for _, seed in dense_tasks}
+        pending = {pool.submit(_run_task, task, context): task for task in dense_tasks}
+        held = [task for task in row_tasks if task[1]["seed"] in waiting]
+        pending |= {pool.submit(_run_task, task, context): task for task in row_tasks if task not in held}
+        finished = 0
+        while pending:
+            complete, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
+            for future in complete:
+                task = pending.pop(future)
+                results |= future.result()  # a failed training raises here, in the stage
+                finished += 1
+                _progress(finished, total, task)
+                if task[0] == "dense":
+                    ready = [t for t in held if t[1]["seed"] == task[1]]
+                    held = [t for t in held if t[1]["seed"] != task[1]]
+                    pending |= {pool.submit(_run_task, t, context): t for t in ready}
+    return results
+
+
+def _progress(index: int, total: int, task: tuple) -> None:
+    what = f"dense baseline seed {task[1]}" if task[0] == "dense" else f"{task[1]['key']} seed {task[1]['seed']}"
+    print(f"tradeoff: {index}/{total} trainings done ({what})", flush=True)
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+_CACHE: dict = {}  # per process: loaders, dense baselines and their teacher caches, reused by its later tasks
+
+
+def _run_task(task: tuple, context: dict) -> dict:
+    """One training: a dense baseline of another seed ({} back: it is a file) or a row ((key, seed) -> result)."""
+    kind, what = task
+    if kind == "dense":
+        _train_dense(context, what)
+        return {}
+    return {(what["key"], what["seed"]): _train_row(what, context)}
+
+
+def _loaders_of(p: dict, schedule: str, seed: int):
+    key = ("loaders", schedule, seed)
+    if key not in _CACHE:
+        subset = p["tradeoff"]["finetune_subset"] if schedule == "short" else "params"
+        _CACHE[key] = loaders(dict(p, seed=seed), subset=subset)
+    return _CACHE[key]
+
+
+def _dense_path(context: dict, seed: int) -> Path:
+    return Path(context["root"]) / f"dense-seed{seed}" / "model.pt"
+
+
+def _dense_of(context: dict, seed: int) -> torch.nn.Module:
+    """The dense baseline of `seed`: the train stage's model at the params' seed, else the one trained here."""
+    if ("dense", seed) not in _CACHE:
+        p = context["p"]
+        path = Path(context["dense"]) if seed == p["seed"] else _dense_path(context, seed)
+        _CACHE["dense", seed] = load_stage_model(path, "train", basis_mapped=False)[0]
+    return _CACHE["dense", seed]
+
+
+def _train_dense(context: dict, seed: int) -> None:
+    """The dense baseline of replicate `seed`, trained exactly as the train stage would with that seed (its
+    checkpoints under the stage's root, so a killed stage resumes), saved beside them."""
+    from basisn.checkpoints import save_model
+    from basisn.stages.train import build_dense
+    from basisn.train import fit
+
+    p = dict(context["p"], seed=seed)
+    data = _loaders_of(context["p"], "full", seed)
+    model = build_dense(p, data)
+    path = _dense_path(context, seed)
+    fit(model, data.train, data.test, train_config(p, "train"), path.parent, evaluate_each_epoch=False)
+    save_model(model.cpu(), path, dict(context["meta"], profile=p["profile"]))
+
+
+def _train_row(row: dict, context: dict) -> dict:
+    """Decompose the row's seed's baseline with its settings, score it, fine-tune it (distilled from that baseline,
+    whose logits this process computes once per seed), score it; recorded, so a rerun reads it back."""
+    from basisn.train import TeacherCache, TrainConfig, evaluate, fit
+
+    p, seed = context["p"], row["seed"]
+    dense = _dense_of(context, seed)
+    model, report = to_basisn(copy.deepcopy(dense), **row["decompose"], seed=seed)
+    data = _loaders_of(p, row["schedule"], seed)
     result = dict(
         report_totals(pd.DataFrame(report)),
-        decomposed_accuracy=evaluate(model, test, num_classes)["accuracy"],
+        decomposed_accuracy=evaluate(model, data.test, data.num_classes)["accuracy"],
     )
-    reused = _finetune_stage_result(row, p, Path(args.finetune_dir)) if row["schedule"] == "full" else None
-    if reused is not None:
-        result.update(accuracy=reused["test_accuracy"], trained_by="finetune stage")
-    else:
-        config = TrainConfig(**row["finetune"], seed=p["seed"])
-        metrics = fit(model, data[row["schedule"]].train, test, config, root / row["fingerprint"], teacher=dense)
-        result.update(accuracy=metrics["test_accuracy"], trained_by="tradeoff stage")
-        result["train_seconds"] = metrics["train_seconds"]
-    result["finetune_epochs"] = row["finetune"]["epochs"]
+    teacher = _CACHE.setdefault(("teacher", seed), TeacherCache(dense))
+    directory = Path(context["root"]) / row["fingerprint"]
+    config = TrainConfig(**row["finetune"], seed=seed)
+    metrics = fit(model, data.train, data.test, config, directory, teacher=teacher, evaluate_each_epoch=False)
+    result.update(
+        accuracy=metrics["test_accuracy"],
+        trained_by="tradeoff stage",
+        train_seconds=metrics["train_seconds"],
+        torch_threads=torch.get_num_threads(),
+        finetune_epochs=row["finetune"]["epochs"],
+    )
+    atomic_write(directory / "row.json", lambda tmp, r=result: tmp.write_text(json.dumps(r, sort_keys=True) + "\n"))
+    return result
+
+
+def _reused_result(row: dict, reused: dict, context: dict) -> dict:
+    """A full row the finetune stage trained with the same params: its accuracy, and the decomposition's scores."""
+    from basisn.train import evaluate
+
+    p = context["p"]
+    model, report = to_basisn(copy.deepcopy(_dense_of(context, row["seed"])), **row["decompose"], seed=row["seed"])
+    data = _loaders_of(p, "short", row["seed"])
+    result = dict(
+        report_totals(pd.DataFrame(report)),
+        decomposed_accuracy=evaluate(model, data.test, data.num_classes)["accuracy"],
+        accuracy=reused["test_accuracy"],
+        trained_by="finetune stage",
+        finetune_epochs=row["finetune"]["epochs"],
+    )
+    record = Path(context["root"]) / row["fingerprint"] / "row.json"
     atomic_write(record, lambda tmp, r=result: tmp.write_text(json.dumps(r, sort_keys=True) + "\n"))
     return result
 

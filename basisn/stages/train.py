@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from basisn import params as params_module
 from basisn.atomic import atomic_directory, atomic_write_json
@@ -38,8 +39,7 @@ def main(argv: list[str]) -> int:
 
 def fit_stage(p: dict, args: argparse.Namespace, stage: str) -> int:
     """train (dense baseline) and finetune (BasisN, distilled from the baseline) share this."""
-    from basisn.models import build_model
-    from basisn.train import cleanup_distributed, fit, init_distributed, seed_everything
+    from basisn.train import cleanup_distributed, fit, init_distributed
 
     teacher = model = None
     if stage == "finetune":  # model files first: a bad one is one line before any data is loaded
@@ -48,7 +48,6 @@ def fit_stage(p: dict, args: argparse.Namespace, stage: str) -> int:
     rank, world_size, _, device = init_distributed()
     try:
         data = loaders(p, rank, world_size)
-        seed_everything(p["seed"])
         meta = dict(
             model=p["model"]["name"],
             num_classes=data.num_classes,
@@ -58,7 +57,7 @@ def fit_stage(p: dict, args: argparse.Namespace, stage: str) -> int:
             profile=p["profile"],
         )
         if stage == "train":
-            model = build_model(meta["model"], meta["num_classes"], meta["in_channels"])
+            model = build_dense(p, data)
             config = train_config(p, "train")
             fingerprint_of = (p["data"], p["model"], p["train"], p["seed"])
         else:
@@ -78,3 +77,13 @@ def fit_stage(p: dict, args: argparse.Namespace, stage: str) -> int:
         return 0
     finally:
         cleanup_distributed()
+
+
+def build_dense(p: dict, data: Any) -> Any:
+    """The untrained dense baseline of params `p` for `data` (a Loaders), initialised from p["seed"]: the train
+    stage's model, and the tradeoff stage's baselines of its other replicate seeds."""
+    from basisn.models import build_model
+    from basisn.train import seed_everything
+
+    seed_everything(p["seed"])
+    return build_model(p["model"]["name"], data.num_classes, data.in_channels)
