@@ -4,7 +4,8 @@ Everything is written to a temporary file (or directory) next to its destination
 complete: a rename within one file system is atomic, so readers see the old version or the new one, never a mix.
 
 A directory output has one writer at a time: `output_lock` holds an exclusive `flock` on `.NAME.lock` next to it
-(the file names the holder: pid, host, command, start time). The kernel drops the lock when its process dies,
+(the file names the holder: pid, host, command, start time; it is removed when the writer finishes or fails, and a
+killed writer's is taken over by the next one). The kernel drops the lock when its process dies,
 so a killed run never blocks the next one, and anything a killed run left next to the output (its staging
 directory `.NAME.staging-<random>`, or the previous output `.NAME.old` renamed away mid-swap) is cleaned, or restored,
 by the next writer while it holds the lock.
@@ -30,6 +31,19 @@ class OutputError(ValueError):
     """An output directory cannot be written (unwritable, not a directory, or held by another writer)."""
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def public_mode(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a temporary file (mkstemp: 0600) or directory (mkdtemp: 0700) the mode an ordinary one gets: 0666 or
+    0777 less the umask (0644 / 0755 under the usual 022), so that other users of the machine can read outputs."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp_path)`, flush it to disk, then rename it to `path`; on an error nothing changes."""
     path = Path(path)
@@ -37,6 +51,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
+        public_mode(tmp)
         write(Path(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -117,20 +132,8 @@ def output_lock(final: str | os.PathLike, wait: bool = False) -> Iterator[Path]:
         yield final
         return
     path = lock_path(final)
+    fd = _locked(final, path, wait)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as error:
-        raise OutputError(f"--out {final}: cannot create its lock file {path} ({error.strerror})") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except OSError as error:
-            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-            holder = Path(path).read_text().strip() or "another process"
-            raise OutputError(
-                f"--out {final} is being written by {holder}; wait for it to finish or pass another --out"
-            ) from None
         check_writable(final)  # under the lock: no other writer is between the two renames of its swap
         os.ftruncate(fd, 0)
         os.pwrite(fd, (_holder() + "\n").encode(), 0)
@@ -140,9 +143,36 @@ def output_lock(final: str | os.PathLike, wait: bool = False) -> Iterator[Path]:
             yield final
         finally:
             del _HELD[key]
-            os.ftruncate(fd, 0)
+            path.unlink(missing_ok=True)  # still held: a waiter on this inode sees it gone and retries (_locked)
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _locked(final: Path, path: Path, wait: bool) -> int:
+    """An open descriptor of `path` holding its exclusive flock, `path` being that very file (not one a previous
+    holder unlinked after we opened it: then open the new one and lock again)."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise OutputError(f"--out {final}: cannot create its lock file {path} ({error.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError as error:
+            os.close(fd)
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            holder = (path.read_text().strip() if path.exists() else "") or "another process"
+            raise OutputError(
+                f"--out {final} is being written by {holder}; wait for it to finish or pass another --out"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
 
 
 def _recover(final: Path) -> None:
@@ -171,6 +201,7 @@ def atomic_directory(final: str | os.PathLike, enabled: bool = True) -> Iterator
         return
     with output_lock(final, wait=True):
         staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
+        public_mode(staging, directory=True)
         try:
             yield staging
         except BaseException:

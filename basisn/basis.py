@@ -39,6 +39,7 @@ from basisn.layers import (
 )
 
 INITS = ("svd", "random", "none")
+MAX_SEGMENT_LEN = 8192  # as basisn.params.MAX_SEGMENT_LEN: 8 * 8192^2 bytes = 0.5 GiB for the m x m system
 # how each segment chooses its basis group when groups > 1 (docs/method.md §1.3)
 ASSIGNMENTS = ("fixed", "learned", "dynamic")
 CHECKPOINT_FORMAT = "basisn-model/1"
@@ -123,6 +124,11 @@ def _validate(
         raise ValueError(f"model={type(model).__name__} is not allowed; pass a torch.nn.Module")
     check_positive_int("n_basis", n_basis)
     check_positive_int("segment_len", segment_len)
+    if segment_len > MAX_SEGMENT_LEN:
+        raise ValueError(
+            f"segment_len={segment_len} is too large; allowed: 1 <= segment_len <= {MAX_SEGMENT_LEN} (the basis is fit "
+            "from an m x m float64 system: 8 * m^2 bytes, and every weight row is padded to a multiple of m)"
+        )
     if n_basis > segment_len:
         raise ValueError(f"n_basis={n_basis} exceeds segment_len={segment_len}; allowed: 1 <= n_basis <= segment_len")
     check_bits("coef_bits", coef_bits)
@@ -407,6 +413,31 @@ def _share_coefficients(owner: _Unit, member: _Unit) -> None:
         member.layer.bias = owner.layer.bias
 
 
+def conversion_bytes(weights: list[Tensor], n_basis: int, segment_len: int) -> int:
+    """About the peak memory a conversion needs: the weights' rows cut into segments of `segment_len` (padded),
+    held about three times (normalized, stacked, projected; float64 for the fit), the m x m float64 Gram system
+    with its eigendecomposition's work space (about four of them), and the n coefficients of every segment."""
+    segments = sum(w.shape[0] * math.ceil(w[0].numel() / segment_len) for w in weights if w.dim() > 0)
+    return 3 * 8 * segments * segment_len + 4 * 8 * segment_len**2 + 8 * segments * n_basis
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on every platform: then no check
+        return None
+
+
+def check_memory(units: list, n_basis: int, segment_len: int) -> None:
+    """Refuse, before any work, a conversion that needs more memory than the machine has (one line, with sizes)."""
+    need, have = conversion_bytes([u.weight for u in units], n_basis, segment_len), _physical_memory()
+    if have is not None and need > have:
+        raise ValueError(
+            f"to_basisn(segment_len={segment_len}, n_basis={n_basis}) needs about {need / 2**30:.1f} GiB for these "
+            f"weights, more than this machine's {have / 2**30:.1f} GiB; allowed: a smaller segment_len"
+        )
+
+
 def to_basisn(
     model: nn.Module,
     n_basis: int,
@@ -455,6 +486,8 @@ def to_basisn(
     # 1. What becomes a basis-mapped layer (and what stays dense, why).
     plan = _plan(model, exclude)
     _check_plan(model, plan, init)
+    if init != "none":
+        check_memory(plan.units, n_basis, segment_len)
     # 2. The new layers, then their coefficients, fitted once the bank holds its final (quantized) basis.
     reference = plan.units[0].weight
     bank = BasisBank(n_basis, segment_len, basis_bits, groups).to(device=reference.device, dtype=reference.dtype)

@@ -34,7 +34,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: basisn <command> [options]   (basisn <command> --help for its options)", "", "commands:"]
+    lines = ["usage: basisn <command> [options]   (basisn <command> --help for its options; basisn --version)", "",
+             "commands:"]  # fmt: skip
     lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -44,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         print(usage())
         return 0 if argv else 2
+    if argv[0] == "--version":  # without importing torch or any command
+        from basisn import __version__
+
+        print(f"basisn {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"basisn: unknown command {command!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)

@@ -556,7 +556,9 @@ def rebuild_weights(model: nn.Module) -> dict[str, Tensor]:
     """Every basis-mapped weight of `model` (module name -> weight), computed with one matmul over all layers."""
     named = basis_layers(model)
     if not named:
-        return {}
+        raise ValueError(
+            f"rebuild_weights: {type(model).__name__} has no basis-mapped layer; convert it with basisn.to_basisn first"
+        )
     if hasattr(model, "basisn_bank"):
         sync_bank(model)
     _check_shared_settings([layer for _, layer in named])

@@ -344,7 +344,7 @@ def test_atomic_directory_is_safe_under_concurrent_writers(tmp_path):
     ]
     errors = [writer.communicate(timeout=300)[1] for writer in writers]
     assert [writer.returncode for writer in writers] == [0, 0], errors
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]  # no staging or retired leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging, retired or lock file leftovers
     assert (final / "a.txt").read_text() == (final / "b.txt").read_text()  # one writer's complete output
 
 
@@ -395,12 +395,12 @@ def test_leftovers_of_killed_writers_are_cleaned_or_restored(tmp_path):
     with output_lock(final):
         pass
     assert (final / "results.csv").read_text() == "previous"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".sweep.lock", "sweep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
     (tmp_path / ".sweep.staging-dead").mkdir()
     with atomic_directory(final) as out:
         (out / "results.csv").write_text("new")
     assert (final / "results.csv").read_text() == "new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".sweep.lock", "sweep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
 
 
 def test_a_failed_write_leaves_the_previous_output(tmp_path):
@@ -411,7 +411,7 @@ def test_a_failed_write_leaves_the_previous_output(tmp_path):
         (out / "x").write_text("half")
         raise RuntimeError("killed")
     assert (final / "x").read_text() == "good"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_stale_notebook_staging_directories_are_removed(tmp_path):

@@ -20,7 +20,7 @@ from basisn.stages.common import load_stage_model, one_line_errors, parser, prep
 def main(argv: list[str]) -> int:
     """`decompose` stage: to_basisn on the baseline, with the per-layer reconstruction report."""
     arguments = parser("decompose", "decompose the baseline onto one global basis", "outputs/decompose")
-    arguments.add_argument("--dense", default="outputs/train/model.pt")
+    arguments.add_argument("--dense", default="outputs/train/model.pt", help="dense baseline (the train stage's model)")
     args = arguments.parse_args(argv)
     p, lock = prepare(args, data=False, layer_names=True)
     model, meta = load_stage_model(Path(args.dense), "train", basis_mapped=False)

@@ -19,9 +19,13 @@ from basisn.stages.common import load_stage_model, loaders, one_line_errors, par
 def main(argv: list[str]) -> int:
     """`evaluate` stage: dense vs decomposed-before-fine-tune vs BasisN accuracy, per class too."""
     arguments = parser("evaluate", "accuracy of dense, decomposed and fine-tuned BasisN models", "outputs/evaluate")
-    arguments.add_argument("--dense", default="outputs/train/model.pt")
-    arguments.add_argument("--decomposed", default="outputs/decompose/model.pt")
-    arguments.add_argument("--basisn", default="outputs/finetune/model.pt")
+    arguments.add_argument("--dense", default="outputs/train/model.pt", help="dense baseline (the train stage's model)")
+    arguments.add_argument(
+        "--decomposed", default="outputs/decompose/model.pt", help="BasisN model before fine-tuning (decompose stage)"
+    )
+    arguments.add_argument(
+        "--basisn", default="outputs/finetune/model.pt", help="fine-tuned BasisN model (finetune stage)"
+    )
     args = arguments.parse_args(argv)
     p, lock = prepare(args)
     models = {

@@ -11,8 +11,12 @@ from basisn.stages.train import fit_stage
 def main(argv: list[str]) -> int:
     """`finetune` stage: coefficients, basis and BN with quantization in the loop, distilled from the baseline."""
     arguments = parser("finetune", "fine-tune the decomposed BasisN model", "outputs/finetune")
-    arguments.add_argument("--decomposed", default="outputs/decompose/model.pt")
-    arguments.add_argument("--teacher", default="outputs/train/model.pt")
+    arguments.add_argument(
+        "--decomposed", default="outputs/decompose/model.pt", help="BasisN model to fine-tune (decompose stage)"
+    )
+    arguments.add_argument(
+        "--teacher", default="outputs/train/model.pt", help="distillation teacher (the train stage's dense model)"
+    )
     args = arguments.parse_args(argv)
     p, lock = prepare(args)
     with lock:

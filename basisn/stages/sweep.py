@@ -28,7 +28,7 @@ from basisn.stages.common import (
 def main(argv: list[str]) -> int:
     """`sweep` stage: n_basis x coef_bits, decomposed from the baseline, optionally briefly fine-tuned."""
     arguments = parser("sweep", "accuracy and reconstruction error over n_basis x coef_bits", "outputs/sweep")
-    arguments.add_argument("--dense", default="outputs/train/model.pt")
+    arguments.add_argument("--dense", default="outputs/train/model.pt", help="dense baseline (the train stage's model)")
     args = arguments.parse_args(argv)
     p, lock = prepare(args, layer_names=True)  # sweep.n_basis against decompose: in params.resolve
     dense, _ = load_stage_model(Path(args.dense), "train", basis_mapped=False)

@@ -160,7 +160,7 @@ def main(argv: list[str]) -> int:
     arguments = parser(
         "tradeoff", "accuracy and cost of the same models over G x coef_bits x option", "outputs/tradeoff"
     )
-    arguments.add_argument("--dense", default="outputs/train/model.pt")
+    arguments.add_argument("--dense", default="outputs/train/model.pt", help="dense baseline (the train stage's model)")
     arguments.add_argument(
         "--finetune-dir",
         default="outputs/finetune",
