@@ -254,7 +254,6 @@ def _against_fixed(results: pd.DataFrame) -> pd.DataFrame:
     """Per full-fine-tune configuration of another option: its loss against the fixed mask's at the same G and
     coefficient bits, paired by seed (`vs_fixed_pp`: mean of fixed's loss minus its own, positive when it is more
     accurate; `vs_fixed_sd`; `vs_fixed`: `paired_verdict`)."""
-    results = results if "seed" in results else results.assign(seed=0)
     full = results[results["schedule"] == "full"]
     fixed = full[full["option"] == "fixed"].set_index(["groups", "coef_bits", "seed"])["accuracy_minus_dense_pp"]
     rows = []
@@ -275,6 +274,11 @@ def _against_fixed(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", "vs_fixed_pp", "vs_fixed_sd", "vs_fixed"])
 
 
+def against_fixed_text(verdict: str, option: str) -> str:
+    """AGAINST_FIXED's sentence for a `vs_fixed` verdict (no verdict: 'untested')."""
+    return AGAINST_FIXED.get(verdict, AGAINST_FIXED["untested"]).format(option=option)
+
+
 def loss_text(mean: float, spread: float, seeds: int) -> str:
     """'-0.66 +- 0.12 pp (3 seeds)' of a loss (printed as accuracy minus dense), or '-0.66 pp (1 seed)'."""
     if seeds < 2 or math.isnan(spread):
@@ -289,8 +293,8 @@ def tradeoff_table(
     `point` (network, crossbars, preset), the worst cost over everything priced, its accuracy verdict against the
     bound (`bound_verdict`: met / missed / within noise), whether it meets each line and both (accuracy: met), and
     the Pareto fronts (of the mean loss)."""
-    per_seed = results
-    results = seed_statistics(results).merge(_against_fixed(per_seed), on="key", how="left")
+    per_seed = results if "seed" in results else results.assign(seed=0)  # an older results.csv: one seed
+    results = seed_statistics(per_seed).merge(_against_fixed(per_seed), on="key", how="left")
     at_point = costs[
         (costs["network"] == point["network"])
         & (costs["n_crossbars"] == point["crossbars"])
@@ -368,8 +372,7 @@ def tradeoff_answer(
         if "fixed" in rows.index and best_option != "fixed":
             fixed = rows.loc["fixed"]
             text += ", the fixed mask " + loss_text(fixed.accuracy_loss_pp, fixed.accuracy_loss_pp_sd, fixed.seeds)
-            verdict = AGAINST_FIXED.get(ours.vs_fixed, AGAINST_FIXED["untested"])
-            text += " (same run) vs dense: " + verdict.format(option=best_option)
+            text += " (same run) vs dense: " + against_fixed_text(ours.vs_fixed, best_option)
         lines.append(text + ".")
     lines.append(f"{int(table['meets_both'].sum())} of {len(table)} trained configurations meet both lines {where}.")
     return lines
@@ -389,7 +392,7 @@ def groups_claim(
         text = f"G = {int(row.groups)}: {loss_text(row.accuracy_loss_pp, row.accuracy_loss_pp_sd, row.seeds)}"
         if row.groups in reference.index and best_option != "fixed":
             fixed = reference.loc[row.groups]
-            versus = AGAINST_FIXED.get(row.vs_fixed, AGAINST_FIXED["untested"]).format(option=best_option)
+            versus = against_fixed_text(row.vs_fixed, best_option)
             text += (
                 f" (fixed mask {loss_text(fixed.accuracy_loss_pp, fixed.accuracy_loss_pp_sd, fixed.seeds)}: {versus})"
             )

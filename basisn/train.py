@@ -16,6 +16,7 @@ uninterrupted run. A checkpoint written with another config is never resumed: ru
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import random
@@ -171,8 +172,6 @@ class TeacherCache(nn.Module):
         self.hits = self.misses = 0
 
     def forward(self, images: Tensor) -> Tensor:
-        import hashlib
-
         autocast = torch.is_autocast_enabled(images.device.type)
         head = f"{tuple(images.shape)}|{images.dtype}|{autocast}|{torch.get_autocast_dtype(images.device.type)}|"
         data = images.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes()

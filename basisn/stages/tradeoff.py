@@ -183,7 +183,7 @@ def _stage(p: dict, args: argparse.Namespace, dense: torch.nn.Module, meta: dict
     root = CHECKPOINT_ROOT / f"tradeoff-{params_module.fingerprint(p['data'], p['model'], p['train'], p['seed'])}"
     context = dict(p=p, dense=str(args.dense), root=str(root), meta=meta)
     results_of = _run_trainings(rows, p, args, context)
-    test_data = loaders(p, subset=t["finetune_subset"])
+    test_data = _loaders_of(p, "short", p["seed"])  # the test set is the same for every schedule and seed
     baselines = {seed: _dense_of(context, seed) for seed in seeds(p)}
     dense_accuracy = {
         seed: evaluate(model, test_data.test, test_data.num_classes)["accuracy"] for seed, model in baselines.items()
@@ -210,11 +210,8 @@ def _stage(p: dict, args: argparse.Namespace, dense: torch.nn.Module, meta: dict
             networks = {MODEL_NETWORK: model_shapes} | papers
             cost = configuration_costs(model_shapes.basis, networks, configs, hw["report_crossbars"], hw["batch"])
             costs.append(cost.assign(key=row["key"]))
-    dense_rows = [
-        dict(seed=seed, dense_accuracy=dense_accuracy[seed], trained_by="train stage" if seed == p["seed"] else
-             "tradeoff stage")
-        for seed in seeds(p)
-    ]  # fmt: skip
+    trained_by = {seed: "tradeoff stage" for seed in seeds(p)} | {p["seed"]: "train stage"}
+    dense_rows = [dict(seed=s, dense_accuracy=dense_accuracy[s], trained_by=trained_by[s]) for s in seeds(p)]
     with atomic_directory(Path(args.out)) as out:
         pd.DataFrame(results).to_csv(out / "results.csv", index=False)
         pd.DataFrame(dense_rows).to_csv(out / "dense.csv", index=False)
@@ -243,19 +240,19 @@ def _run_trainings(rows: list[dict], p: dict, args: argparse.Namespace, context:
     taken from the finetune stage, or trained, the dense baselines of the other seeds first.
 
     The trainings are independent, so `tradeoff.workers` processes run them side by side, each with an equal
-    share of the torch threads (two 1-thread processes train about 1.3x more images per second than one 2-thread
-    process on a 2-core CPU, docs/benchmarks.md). A task's result does not depend on which worker runs it or in
-    which order; it does depend on the threads a worker has (float sums), so `workers` is recorded in the rows.
+    share of the torch threads (on the 2-core reference machine this gained nearly nothing, docs/benchmarks.md;
+    it is for machines with more cores). A task's result does not depend on which worker runs it or in which
+    order; it does depend on the threads a worker has (float sums), recorded as `torch_threads` in the rows.
     """
     results: dict = {}
     todo = []
     for row in rows:
-        record = Path(context["root"]) / row["fingerprint"] / "row.json"
-        reused = None
-        if row["schedule"] == "full" and row["seed"] == p["seed"]:
-            reused = _finetune_stage_result(row, p, Path(args.finetune_dir))
         if row["same_as"] is not None:
             continue
+        record = _record_path(row, context)
+        reused = None
+        if not record.exists() and row["schedule"] == "full" and row["seed"] == p["seed"]:
+            reused = _finetune_stage_result(row, p, Path(args.finetune_dir))
         if record.exists():
             print(f"tradeoff {row['key']} seed {row['seed']}: finished by an earlier run, read from {record}")
             results[row["key"], row["seed"]] = json.loads(record.read_text())
@@ -269,7 +266,7 @@ def _run_trainings(rows: list[dict], p: dict, args: argparse.Namespace, context:
     workers = min(workers, len(todo) + len(dense_tasks))
     done = _in_workers(dense_tasks, [("row", row) for row in todo], context, workers, threads)
     results |= done
-    for row in rows:
+    for row in rows:  # identical settings: the first row's result
         if row["same_as"] is not None:
             results[row["key"], row["seed"]] = dict(results[row["same_as"], row["seed"]])
     return results
@@ -376,47 +373,52 @@ def _train_dense(context: dict, seed: int) -> None:
 def _train_row(row: dict, context: dict) -> dict:
     """Decompose the row's seed's baseline with its settings, score it, fine-tune it (distilled from that baseline,
     whose logits this process computes once per seed), score it; recorded, so a rerun reads it back."""
-    from basisn.train import TeacherCache, TrainConfig, evaluate, fit
+    from basisn.train import TeacherCache, TrainConfig, fit
 
-    p, seed = context["p"], row["seed"]
-    dense = _dense_of(context, seed)
-    model, report = to_basisn(copy.deepcopy(dense), **row["decompose"], seed=seed)
-    data = _loaders_of(p, row["schedule"], seed)
-    result = dict(
-        report_totals(pd.DataFrame(report)),
-        decomposed_accuracy=evaluate(model, data.test, data.num_classes)["accuracy"],
-    )
-    teacher = _CACHE.setdefault(("teacher", seed), TeacherCache(dense))
-    directory = Path(context["root"]) / row["fingerprint"]
+    seed = row["seed"]
+    model, result = _decomposed(row, context)
+    data = _loaders_of(context["p"], row["schedule"], seed)
+    teacher = _CACHE.setdefault(("teacher", seed), TeacherCache(_dense_of(context, seed)))
     config = TrainConfig(**row["finetune"], seed=seed)
+    directory = _record_path(row, context).parent
     metrics = fit(model, data.train, data.test, config, directory, teacher=teacher, evaluate_each_epoch=False)
     result.update(
         accuracy=metrics["test_accuracy"],
         trained_by="tradeoff stage",
         train_seconds=metrics["train_seconds"],
         torch_threads=torch.get_num_threads(),
-        finetune_epochs=row["finetune"]["epochs"],
     )
-    atomic_write(directory / "row.json", lambda tmp, r=result: tmp.write_text(json.dumps(r, sort_keys=True) + "\n"))
-    return result
+    return _recorded(row, context, result)
 
 
 def _reused_result(row: dict, reused: dict, context: dict) -> dict:
     """A full row the finetune stage trained with the same params: its accuracy, and the decomposition's scores."""
+    _, result = _decomposed(row, context)
+    return _recorded(row, context, dict(result, accuracy=reused["test_accuracy"], trained_by="finetune stage"))
+
+
+def _decomposed(row: dict, context: dict) -> tuple[torch.nn.Module, dict]:
+    """The row's seed's baseline decomposed with the row's settings, and its reconstruction and test scores."""
     from basisn.train import evaluate
 
-    p = context["p"]
-    model, report = to_basisn(copy.deepcopy(_dense_of(context, row["seed"])), **row["decompose"], seed=row["seed"])
-    data = _loaders_of(p, "short", row["seed"])
-    result = dict(
+    seed = row["seed"]
+    model, report = to_basisn(copy.deepcopy(_dense_of(context, seed)), **row["decompose"], seed=seed)
+    data = _loaders_of(context["p"], row["schedule"], seed)
+    scores = dict(
         report_totals(pd.DataFrame(report)),
         decomposed_accuracy=evaluate(model, data.test, data.num_classes)["accuracy"],
-        accuracy=reused["test_accuracy"],
-        trained_by="finetune stage",
         finetune_epochs=row["finetune"]["epochs"],
     )
-    record = Path(context["root"]) / row["fingerprint"] / "row.json"
-    atomic_write(record, lambda tmp, r=result: tmp.write_text(json.dumps(r, sort_keys=True) + "\n"))
+    return model, scores
+
+
+def _record_path(row: dict, context: dict) -> Path:
+    return Path(context["root"]) / row["fingerprint"] / "row.json"
+
+
+def _recorded(row: dict, context: dict, result: dict) -> dict:
+    """`result`, written to the row's record (atomically) so that a rerun reads it back instead of training."""
+    atomic_write(_record_path(row, context), lambda tmp: tmp.write_text(json.dumps(result, sort_keys=True) + "\n"))
     return result
 
 
