@@ -2,7 +2,8 @@
 
 The public API (names fixed: docs, notebooks and tests use them):
 ``BasisBank``, ``BasisConv2d``, ``BasisLinear``, ``BasisMultiheadAttention``, ``to_basisn``, ``rebuild_weights``,
-``to_dense``, ``save_basisn``, ``load_basisn``. The cost model and crossbar simulation live in ``basisn.hardware``.
+``to_dense``, ``save_basisn``, ``load_basisn``; for loops that pick layers by type, ``is_conv``, ``is_linear``,
+``weight_parameters``. The cost model and crossbar simulation live in ``basisn.hardware``.
 
 The names are imported on first use (PEP 562), so that `import basisn.figures` (every notebook) and
 `basisn notebook` do not pay for importing torch.
@@ -22,6 +23,9 @@ _EXPORTS = {
     "BasisMultiheadAttention": "basisn.layers",
     "attach_bank": "basisn.layers",
     "basis_layers": "basisn.layers",
+    "is_conv": "basisn.layers",
+    "is_linear": "basisn.layers",
+    "weight_parameters": "basisn.layers",
     "rebuild_weights": "basisn.layers",
     "load_basisn": "basisn.basis",
     "save_basisn": "basisn.basis",
@@ -37,11 +41,14 @@ __all__ = [  # literal, so that linters see the re-exports below
     "BasisMultiheadAttention",
     "attach_bank",
     "basis_layers",
+    "is_conv",
+    "is_linear",
     "load_basisn",
     "rebuild_weights",
     "save_basisn",
     "to_basisn",
     "to_dense",
+    "weight_parameters",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
@@ -53,7 +60,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         BasisMultiheadAttention,
         attach_bank,
         basis_layers,
+        is_conv,
+        is_linear,
         rebuild_weights,
+        weight_parameters,
     )
 
 

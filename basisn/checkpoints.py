@@ -14,6 +14,7 @@ from torch import nn
 
 from basisn.atomic import atomic_torch_save
 from basisn.basis import CHECKPOINT_FORMAT, load_basisn, save_basisn
+from basisn.packing import PACKED_FORMAT, unpack_state
 
 DENSE_FORMAT = "basisn-dense/1"
 META_KEYS = ("model", "num_classes", "in_channels", "input_size", "dataset")
@@ -26,10 +27,14 @@ def _check_meta(meta: dict) -> None:
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, meta: dict) -> None:
-    """Save a dense or basis-mapped model with its meta (plain data), atomically."""
+    """Save a dense or basis-mapped model with its meta (plain data), atomically.
+
+    A basis-mapped model keeps its float latent coefficients (save_basisn's pack=False): the stages hand models to
+    each other to train further (decompose -> finetune), and a float file keeps every stage's results as they were.
+    """
     _check_meta(meta)
     if hasattr(model, "basisn_bank"):
-        save_basisn(model, path, extra={"meta": dict(meta)})
+        save_basisn(model, path, extra={"meta": dict(meta)}, pack=False)
     else:
         atomic_torch_save({"format": DENSE_FORMAT, "meta": dict(meta), "state_dict": model.state_dict()}, path)
 
@@ -43,7 +48,7 @@ MAX_CLASSES = 100_000  # far above ImageNet's 1000; a tampered meta must not mak
 
 def _read_checkpoint(path: str | os.PathLike, map_location: str | torch.device) -> tuple[dict, str, dict]:
     """(checkpoint, format, meta), or ModelFileError: one line that names the file."""
-    expected = f"{DENSE_FORMAT} or {CHECKPOINT_FORMAT}"
+    expected = f"{DENSE_FORMAT}, {CHECKPOINT_FORMAT} or {PACKED_FORMAT}"
     if not os.path.isfile(path):
         raise ModelFileError(f"{path}: no such model file")
     try:
@@ -55,8 +60,16 @@ def _read_checkpoint(path: str | os.PathLike, map_location: str | torch.device) 
             f"expected a file written by a basisn stage ({expected})"
         ) from None
     fmt = checkpoint.get("format") if isinstance(checkpoint, dict) else None
-    if fmt not in (DENSE_FORMAT, CHECKPOINT_FORMAT):
+    if fmt not in (DENSE_FORMAT, CHECKPOINT_FORMAT, PACKED_FORMAT):
         raise ModelFileError(f"{path}: not a basisn model file (format {fmt!r}; expected {expected})")
+    if fmt == PACKED_FORMAT:  # save_basisn's default: decoded here so that every check sees the full tensors
+        packed, state = checkpoint.get("packed"), checkpoint.get("state_dict")
+        if not isinstance(packed, dict) or not isinstance(state, dict):
+            raise ModelFileError(f"{path}: a packed basisn model file without its packed tensors or state_dict")
+        try:
+            checkpoint = checkpoint | {"state_dict": unpack_state(state, packed)}
+        except ValueError as error:
+            raise ModelFileError(f"{path}: {error}") from None
     meta = checkpoint.get("meta") if fmt == DENSE_FORMAT else (checkpoint.get("extra") or {}).get("meta")
     state = checkpoint.get("state_dict")
     if not isinstance(meta, dict) or not isinstance(state, dict):

@@ -221,32 +221,132 @@ class BasisLayer(nn.Module):
         """This layer's reconstructed weight, rebuilt on its own (the model's forward rebuilds all layers at once)."""
         return rebuild_layer_weights([self])[0]
 
+    def current_weight(self) -> Tensor:
+        """This pass's rebuilt weight as a plain tensor (what forward uses): the root's one-matmul rebuild inside
+        the model's forward, else rebuilt on the spot."""
+        rebuilt = self.__dict__.get("_rebuilt")
+        return rebuilt if rebuilt is not None else self.rebuild_weight()
+
     @property
     def weight(self) -> Tensor:
         """The reconstructed weight, as a tensor (code that reads `module.weight` works; gradients reach coef,
         scale and the basis). Inside the model's forward it is the weight the root's one-matmul rebuild made for
-        this pass; outside it is rebuilt on the spot. Read-only: the layer's parameters are coef, scale, bias."""
+        this pass; outside it is rebuilt on the spot and refuses in-place changes (RebuiltWeight): `nn.init`,
+        `.data.zero_()` or `.copy_()` on it would change a copy that the next read rebuilds away. The layer's
+        parameters are coef, scale, bias."""
         rebuilt = self.__dict__.get("_rebuilt")
-        return rebuilt if rebuilt is not None else self.rebuild_weight()
+        if rebuilt is not None:
+            return rebuilt
+        return RebuiltWeight.wrap(self.rebuild_weight(), type(self).__name__)
 
     @weight.setter
     def weight(self, value: object) -> None:
-        raise AttributeError(_READ_ONLY_WEIGHT.format(cls=type(self).__name__))
+        raise AttributeError(_READ_ONLY_WEIGHT.format(cls=type(self).__name__, how=_HOW_TO_SET))
 
     @weight.deleter
     def weight(self) -> None:
-        raise AttributeError(_READ_ONLY_WEIGHT.format(cls=type(self).__name__))
+        raise AttributeError(_READ_ONLY_WEIGHT.format(cls=type(self).__name__, how=_HOW_TO_SET))
 
     def __setattr__(self, name: str, value: object) -> None:
         if name == "weight":  # nn.Module.__setattr__ would register a Parameter under the property's name
-            raise AttributeError(_READ_ONLY_WEIGHT.format(cls=type(self).__name__))
+            raise AttributeError(_READ_ONLY_WEIGHT.format(cls=type(self).__name__, how=_HOW_TO_SET))
         super().__setattr__(name, value)
+
+    def register_parameter(self, name: str, param: nn.Parameter | None) -> None:
+        if name == "weight_orig":  # torch.nn.utils.prune(layer, "weight") moving the weight it read aside
+            raise RuntimeError(
+                f"{type(self).__name__}.weight is rebuilt, not a Parameter, so torch.nn.utils.prune cannot prune it; "
+                f"prune the coefficients instead, e.g. prune.l1_unstructured(layer, 'coef', amount=0.5)"
+            )
+        super().register_parameter(name, param)
 
 
 _READ_ONLY_WEIGHT = (
     "{cls}.weight is rebuilt from the shared basis and the layer's coefficients and cannot be assigned or deleted; "
-    "change .coef / .scale / the bank instead, or use basisn.to_dense for ordinary layers with a weight Parameter"
+    "{how}"
 )
+
+# how to set a basis-mapped layer's weights, quoted by every refusal (assignment and in-place changes alike)
+_HOW_TO_SET = (
+    "set the dense model's weights before basisn.to_basisn, change the layer's .coef / .scale (nn.init, weight "
+    "decay and torch.nn.utils.prune work on them), or use basisn.to_dense for ordinary layers with a weight Parameter"
+)
+_IN_PLACE_DUNDERS = (
+    {f"__i{op}__" for op in ("add", "sub", "mul", "matmul", "truediv", "floordiv", "mod", "pow", "lshift", "rshift")}
+    | {f"__i{op}__" for op in ("and", "or", "xor")}
+    | {"__setitem__", "__set__"}
+)
+_ALLOWED_IN_PLACE = {"requires_grad_", "retain_grad"}  # autograd flags, not values
+
+
+def _changes_in_place(func: object, args: tuple, kwargs: dict) -> bool:
+    """Whether `func(*args, **kwargs)` writes into args[0] (a method ending in "_", an augmented assignment,
+    item or `.data` assignment) or into an `out=` tensor."""
+    name = getattr(func, "__name__", "")
+    if isinstance(kwargs.get("out"), RebuiltWeight):
+        return True
+    if not isinstance(_target(args, kwargs), RebuiltWeight) or name in _ALLOWED_IN_PLACE:
+        return False
+    return name in _IN_PLACE_DUNDERS or (name.endswith("_") and not name.startswith("__"))
+
+
+def _target(args: tuple, kwargs: dict) -> object:
+    """The tensor an operation acts on: its first argument (torch.nn.init passes it by keyword, `tensor=`)."""
+    if args:
+        return args[0]
+    return next((kwargs[key] for key in ("tensor", "input", "self") if key in kwargs), None)
+
+
+class RebuiltWeight(torch.Tensor):
+    """A basis-mapped layer's `.weight` read outside the forward: the rebuilt weight, refusing in-place changes.
+
+    The layer holds no weight Parameter: every read rebuilds the weight from the basis and the coefficients, so an
+    in-place change (`nn.init.zeros_(layer.weight)`, `layer.weight.data.zero_()`, `layer.weight.copy_(w)`,
+    `layer.weight[0] = 1`) would succeed on a copy and change nothing. Those raise one line instead; views of it
+    (`.data`, `.detach()`, slices) refuse too. Every other operation returns an ordinary tensor, and gradients
+    flow as from the plain rebuilt weight. A tensor subclass (`__torch_function__`) rather than a check after
+    the fact: a plain tensor cannot tell that it was written to.
+    """
+
+    layer_type = "BasisLayer"
+
+    @staticmethod
+    def wrap(weight: Tensor, layer_type: str) -> RebuiltWeight:
+        wrapped = weight.as_subclass(RebuiltWeight)
+        wrapped.layer_type = layer_type
+        return wrapped
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206 - torch's protocol
+        kwargs = kwargs or {}
+        if _changes_in_place(func, args, kwargs):
+            candidates = (*args, *kwargs.values())
+            layer_type = next(a.layer_type for a in candidates if isinstance(a, RebuiltWeight))
+            name = getattr(func, "__name__", "an in-place operation")
+            what = {"__set__": "assigning .data", "__setitem__": "item assignment"}.get(name, f"{name}()")
+            raise RuntimeError(
+                f"{layer_type}.weight cannot be changed in place ({what} would change a rebuilt copy and be "
+                f"ignored): it is rebuilt from the shared basis and .coef/.scale on every read; {_HOW_TO_SET}"
+            )
+        with torch._C.DisableTorchFunctionSubclass():
+            if getattr(func, "__name__", "") == "__reduce_ex__":  # torch.save / pickle: an ordinary tensor
+                return args[0].as_subclass(torch.Tensor).__reduce_ex__(*args[1:])
+            out = func(*args, **kwargs)
+        source = args[0] if args and isinstance(args[0], RebuiltWeight) else None
+        if source is not None and isinstance(out, torch.Tensor) and _shares_storage(out, source):
+            return cls.wrap(out, source.layer_type)  # a view (.data, .detach(), a slice): read-only too
+        return out
+
+    def __repr__(self, *, tensor_contents: object = None) -> str:
+        with torch._C.DisableTorchFunctionSubclass():
+            return torch.Tensor.__repr__(self.as_subclass(torch.Tensor))
+
+
+def _shares_storage(a: Tensor, b: Tensor) -> bool:
+    try:
+        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.numel() > 0
+    except (RuntimeError, NotImplementedError):  # meta tensors and other storage-less kinds
+        return False
 
 
 class BasisConv2d(BasisLayer):
@@ -313,7 +413,7 @@ class BasisConv2d(BasisLayer):
         return not self.layout_probe.is_contiguous()
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.weight  # already NHWC when the layer is channels_last (see rebuild_layer_weights)
+        weight = self.current_weight()  # already NHWC when the layer is channels_last (see rebuild_layer_weights)
         if not self.channels_last and (
             x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         ):
@@ -331,8 +431,8 @@ class BasisConv2d(BasisLayer):
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, groups={self.groups}, segments={self.segments}, coef_bits={self.coef_bits}, "
-            f"coef_quant={self.coef_quant}"
+            f"padding={self.padding}, groups={self.groups}, segments_per_row={self.segments}, "
+            f"coef_bits={self.coef_bits}, coef_quant={self.coef_quant}"
         )
 
 
@@ -365,11 +465,11 @@ class BasisLinear(BasisLayer):
         self.in_features, self.out_features = in_features, out_features
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return F.linear(x, self.current_weight(), self.bias)
 
     def extra_repr(self) -> str:
         return (
-            f"in_features={self.in_features}, out_features={self.out_features}, segments={self.segments}, "
+            f"in_features={self.in_features}, out_features={self.out_features}, segments_per_row={self.segments}, "
             f"coef_bits={self.coef_bits}, coef_quant={self.coef_quant}"
         )
 
@@ -547,6 +647,42 @@ def rebuild_layer_weights(layers: list[BasisLayer]) -> list[Tensor]:
     return list(_ScaleCombineAssemble.apply(coefs, scales, bank.quantized(), row_of_segment, plan))
 
 
+def is_conv(module: nn.Module) -> bool:
+    """nn.Conv2d or its basis-mapped replacement: for the loops that pick layers by type (init, weight decay,
+    pruning), which `isinstance(module, nn.Conv2d)` alone would skip after to_basisn."""
+    return isinstance(module, nn.Conv2d | BasisConv2d)
+
+
+def is_linear(module: nn.Module) -> bool:
+    """nn.Linear or its basis-mapped replacement (see is_conv)."""
+    return isinstance(module, nn.Linear | BasisLinear)
+
+
+def weight_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """The Parameters in a layer's weight role: [weight] of an nn.Conv2d / nn.Linear, [coef] of a basis-mapped
+    layer (its weight is rebuilt from them). For weight-decay groups and custom inits written for plain layers."""
+    if isinstance(module, BasisLayer):
+        coef = module._parameters.get("coef")  # torch.nn.utils.prune renames it coef_orig
+        return [coef if coef is not None else module._parameters["coef_orig"]]
+    weight = getattr(module, "weight", None)
+    return [weight] if isinstance(weight, nn.Parameter) else []
+
+
+def _refresh_pruned(layers: list[BasisLayer]) -> None:
+    """Recompute the coefficients of layers pruned with torch.nn.utils.prune before the rebuild reads them.
+
+    prune recomputes `coef = coef_orig * mask` in the layer's own forward pre-hook, which runs after the root's
+    rebuild: without this the rebuild would use last pass's masked tensor (and its freed graph).
+    """
+    from torch.nn.utils import prune  # here: imported only by models that were pruned
+
+    for layer in layers:
+        if "coef_orig" in layer._parameters:
+            for hook in layer._forward_pre_hooks.values():
+                if isinstance(hook, prune.BasePruningMethod):
+                    hook(layer, ())
+
+
 def basis_layers(model: nn.Module) -> list[tuple[str, BasisLayer]]:
     """(name, layer) of every basis-mapped layer of `model`, in module order."""
     return [(name, module) for name, module in model.named_modules() if isinstance(module, BasisLayer)]
@@ -617,6 +753,7 @@ def _rebuild_before_forward(model: nn.Module, args: object) -> None:
     pass are reused while nothing they depend on changed (optimizer steps, load_state_dict, .to() all change
     a parameter's version or storage); in training, or with autograd on, they are always rebuilt."""
     bank = sync_bank(model)
+    _refresh_pruned(bank.layers)
     if model.training or torch.is_grad_enabled():
         bank.__dict__.pop("_eval_weights", None)
         weights = rebuild_layer_weights(bank.layers)

@@ -33,10 +33,15 @@
 # BasisN beats the digital baseline.
 #
 # **Parameters.** `hardware_dir` (the `hw-eval` output directory); its hardware description is printed below.
+# `compare_network`, `compare_crossbars`, `compare_preset`: the one network the last section prices with every
+# scheme, from the cost model directly (seconds; change them and rerun that cell, no stage needed).
 
 # %% tags=["parameters"]
 out_dir = "paper_figures"
 hardware_dir = "outputs/hardware"
+compare_network = "resnet18"
+compare_crossbars = 64
+compare_preset = "default"
 
 # %%
 import json
@@ -294,3 +299,20 @@ lines.append(
 text = "\n".join(lines)
 print(text)
 display(Markdown(text))
+
+# %% [markdown]
+# ## One network, every scheme
+#
+# `basisn.hardware.compare` prices one network with every scheme at one N and batch, from the cost model itself
+# (not from a stage output), so the parameters above can be changed here: cycles, energy and EDP per inference,
+# and each scheme's ratio to the best reprogramming schedule. The same call takes your own model
+# (`compare(model, input_size=...)`, README). Nothing here is written to `paper_figures/`.
+
+# %%
+from basisn.hardware import compare, plot_compare, preset, readable
+from basisn.hardware.networks import paper_shapes
+
+one_network = compare(paper_shapes(compare_network), preset(compare_preset), n_crossbars=compare_crossbars)
+display(readable(one_network))
+plot_compare(one_network)
+plt.show()

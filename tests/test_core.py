@@ -342,13 +342,14 @@ def test_channels_last_models_stay_nhwc_through_conversion_training_and_to_dense
     assert basisn.to_dense(nchw_model).body[2].weight.is_contiguous()
 
 
-def test_save_and_load_round_trip_exactly(tmp_path):
+@pytest.mark.parametrize("pack", [True, False], ids=["packed", "float"])
+def test_save_and_load_round_trip_exactly(tmp_path, pack):
     _, model, _ = converted(0, n_basis=8, segment_len=16, coef_bits=3, coef_quant="pow2", groups=2, exclude=["head"])
     with torch.no_grad():  # make sure trained values (not the decomposition) are what is saved
         model.stem.coef.add_(0.01)
         model.basisn_bank.weight.mul_(1.01)
     path = tmp_path / "model.pt"
-    basisn.save_basisn(model, path, extra={"note": "x"})
+    basisn.save_basisn(model, path, extra={"note": "x"}, pack=pack)
     assert torch.load(path, weights_only=True)["config"]["exclude"] == ["head"]
     torch.manual_seed(123)  # a different fresh model: everything must come from the file
     fresh = Net().eval()
@@ -356,8 +357,16 @@ def test_save_and_load_round_trip_exactly(tmp_path):
     assert extra == {"note": "x"}
     x = torch.randn(2, 3, 9, 9)
     assert torch.equal(fresh(x), model(x))
-    for key, value in model.state_dict().items():
-        assert torch.equal(fresh.state_dict()[key], value), key
+    latents = {"stem.coef", "grouped.coef", "block.1.coef", "basisn_bank.weight"} if pack else set()
+    saved, loaded = model.state_dict(), fresh.state_dict()
+    assert latents <= set(saved)
+    for key, value in saved.items():  # packed: the latent floats become their quantized values, the rest is exact
+        if key in latents:
+            assert not torch.equal(loaded[key], value), key
+        else:
+            assert torch.equal(loaded[key], value), key
+    for (_, a), (_, b) in zip(basisn.basis_layers(model), basisn.basis_layers(fresh)):
+        assert torch.equal(a.quantized_coefficients(), b.quantized_coefficients())
     assert isinstance(fresh.head, nn.Linear)
 
 

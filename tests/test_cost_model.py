@@ -651,7 +651,9 @@ def test_layer_shapes_carry_the_coefficient_quantizer_into_the_cost(tmp_path):
     again = load_shapes(save_shapes(layer_shapes(model, (3, 4, 4)), tmp_path / "shapes.json"))
     assert (again.basis.coef_bits, again.basis.coef_quant) == (3, "pow2")
     own = evaluate(again, SMALL, "basisn", 12)
-    unknown = evaluate(again, SMALL, "basisn", 12, basis=BasisSpec(8, 16, 1))
+    with pytest.raises(ValueError, match=r"basis contradicts the model's own basis: coef_bits=None \(model: 3\)"):
+        evaluate(again, SMALL, "basisn", 12, basis=BasisSpec(8, 16, 1))
+    unknown = evaluate(again, SMALL, "basisn", 12, basis=BasisSpec(8, 16, 1), override_basis=True)
     assert own["energy_coef_mac_j"] < unknown["energy_coef_mac_j"] and own["energy_j"] < unknown["energy_j"]
 
 

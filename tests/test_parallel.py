@@ -144,14 +144,17 @@ def test_a_hardened_model_saves_loads_and_costs_like_a_fixed_one(tmp_path):
     with pytest.raises(ValueError, match="not assigned to a basis group yet"):
         layer_shapes(model, (1, *script.IMAGE_SHAPE))
     parallel.harden(model)
-    save_basisn(model, tmp_path / "model.pt")
+    save_basisn(model, tmp_path / "model.pt", pack=False)  # the float latents, to train on
+    save_basisn(model, tmp_path / "packed.pt")  # the quantized values at their bit widths
     torch.manual_seed(1)
-    loaded = script.TinyNet()
+    loaded, packed = script.TinyNet(), script.TinyNet()
     load_basisn(loaded, tmp_path / "model.pt")
+    load_basisn(packed, tmp_path / "packed.pt")
     assert loaded.basisn_bank.config["assignment"] == "learned"
     assert_same_state(loaded.state_dict(), model.state_dict())
     x = torch.randn(3, *script.IMAGE_SHAPE)
     assert torch.equal(loaded.eval()(x), model.eval()(x))
+    assert torch.equal(packed.eval()(x), model.eval()(x))
     assert layer_shapes(loaded, (1, *script.IMAGE_SHAPE)).basis.groups == GROUPS
 
 

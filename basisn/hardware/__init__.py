@@ -3,11 +3,13 @@
 Public API (docs/hardware.md): ``HardwareConfig``, ``BasisSpec``, ``PRESETS``, ``preset``; ``layer_shapes``,
 ``LayerShape``, ``NetworkShapes``, ``save_shapes``, ``load_shapes``; ``evaluate``, ``evaluate_all``, ``sweep``,
 ``ratios``, ``floor_cycles``, ``min_crossbars``, ``total_tiles``, ``replica_counts``, ``SCHEMES`` (ideal, reprogram,
-reprogram_pingpong, reprogram_best, basisn, digital). The CLI is ``basisn hw-eval``
+reprogram_pingpong, reprogram_best, basisn, digital); for your own model, ``compare`` (one table of every scheme),
+``readable``, ``plot_compare`` and ``format_ratio``. The CLI is ``basisn hw-eval``
 (the hardware stage, ``basisn.stages.hardware``; its params block: ``basisn.hardware.settings``). Importing this
 package needs only torch, numpy and pandas.
 """
 
+from basisn.hardware.compare import compare, format_ratio, plot_compare, readable
 from basisn.hardware.config import PRESETS, BasisSpec, HardwareConfig, preset
 from basisn.hardware.cost import (
     SCHEMES,
@@ -33,14 +35,18 @@ __all__ = [
     "LayerShape",
     "NetworkShapes",
     "basis_layouts",
+    "compare",
     "evaluate",
     "evaluate_all",
     "floor_cycles",
+    "format_ratio",
     "layer_shapes",
     "load_shapes",
     "min_crossbars",
+    "plot_compare",
     "preset",
     "ratios",
+    "readable",
     "replica_counts",
     "save_shapes",
     "sweep",

@@ -340,7 +340,8 @@ class BasisSpec:
 
 
 def as_basis(basis: BasisSpec | dict[str, int] | None, default: BasisSpec | None = None) -> BasisSpec:
-    """Coerce a dict (or None: `default`, else BasisSpec()) to a BasisSpec."""
+    """Coerce a dict (or None: `default`, else BasisSpec()) to a BasisSpec; a dict's missing keys come from
+    `default` (else BasisSpec()'s)."""
     if basis is None:
         return default if default is not None else BasisSpec()
     if isinstance(basis, BasisSpec):
@@ -349,5 +350,31 @@ def as_basis(basis: BasisSpec | dict[str, int] | None, default: BasisSpec | None
         unknown = sorted(set(basis) - set(BASIS_KEYS))
         if unknown:
             raise ValueError(f"basis key {unknown[0]!r} is unknown; allowed: {', '.join(BASIS_KEYS)}")
-        return BasisSpec(**basis)
+        return BasisSpec(**((default or BasisSpec()).as_dict() | basis))
     raise ValueError(f"basis={basis!r} is not allowed; pass a BasisSpec, a dict or None")
+
+
+def priced_basis(
+    basis: BasisSpec | dict[str, int] | None,
+    default: BasisSpec | None,
+    own: BasisSpec | None,
+    override_basis: bool = False,
+) -> BasisSpec:
+    """The basis to price a network with: `basis`, else `default` (the shapes' basis), else BasisSpec().
+
+    `own`: a basis-mapped model's own basis (NetworkShapes.model_basis). An explicit `basis` that contradicts it
+    (another n, m, G or coefficient quantizer: a 4-bit model priced as 8-bit, say) raises one line, unless
+    `override_basis` asks for that what-if on purpose. A plain network has no basis of its own.
+    """
+    spec = as_basis(basis, default)
+    if own is not None and spec != own and not override_basis:
+        differing = ", ".join(
+            f"{key}={getattr(spec, key)!r} (model: {getattr(own, key)!r})"
+            for key in BASIS_KEYS
+            if getattr(spec, key) != getattr(own, key)
+        )
+        raise ValueError(
+            f"basis contradicts the model's own basis: {differing}; leave basis out to price the model as built, "
+            "or pass override_basis=True to price another basis"
+        )
+    return spec

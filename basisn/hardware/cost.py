@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,8 +45,8 @@ from basisn.hardware.config import (
     MAX_CROSSBARS,
     BasisSpec,
     HardwareConfig,
-    as_basis,
     check_int,
+    priced_basis,
 )
 from basisn.hardware.shapes import NetworkShapes
 
@@ -249,6 +250,16 @@ def _tiling(shapes: NetworkShapes, config: HardwareConfig) -> _Tiling:
 # ----------------------------------------------------------------------------------------------------------------
 # Results.
 # ----------------------------------------------------------------------------------------------------------------
+def engineering(value: float, unit: str) -> str:
+    """1.55e-3 J -> '1.55 mJ': three significant digits with an SI prefix, never an exponent."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g} {unit}"
+    for scale, prefix in ((1, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"), (1e-12, "p"), (1e-15, "f")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
 class Evaluation:
     """One scheme on one network: `totals` (a flat dict, per inference) and `layers` (a per-layer DataFrame).
 
@@ -291,6 +302,38 @@ class Evaluation:
 
     def __getitem__(self, key: str) -> Any:
         return self.totals[key]
+
+    def to_frame(self) -> pd.DataFrame:
+        """The totals as a one-row DataFrame (concatenate several with pd.concat for a tidy table)."""
+        return pd.DataFrame([self.totals])
+
+    def _headline(self) -> dict[str, str]:
+        t = self.totals
+        return {
+            "cycles": f"{t['cycles']:,.0f}",
+            "latency": engineering(t["latency_s"], "s"),
+            "energy": engineering(t["energy_j"], "J"),
+            "EDP": engineering(t["edp_js"], "J·s"),
+            "crossbars used": f"{t.get('crossbars_used')} of {t['n_crossbars']}",
+        }
+
+    def __repr__(self) -> str:
+        t = self.totals
+        headline = ", ".join(f"{key} {value}" for key, value in self._headline().items())
+        return f"<Evaluation {t['scheme']} on {t['network']} (N = {t['n_crossbars']}, batch {t['batch']}): {headline}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the headline numbers, then the energy per term (only the terms this scheme has)."""
+        t = self.totals
+        rows = dict(self._headline())
+        rows |= {
+            f"energy: {term}": engineering(t[f"energy_{term}_j"], "J")
+            for term in ENERGY_TERMS
+            if t.get(f"energy_{term}_j")
+        }
+        table = pd.DataFrame({"value": rows})
+        title = f"{t['scheme']} on {t['network']} (N = {t['n_crossbars']}, batch {t['batch']})"
+        return f"<b>{title}</b>" + table.to_html()
 
 
 def _energy_terms(
@@ -373,13 +416,19 @@ def dense_weight_bytes(shapes: NetworkShapes, config: HardwareConfig) -> np.ndar
     return _tiling(shapes, config).weights * (config.weight_bits / 8)
 
 
-def storage(shapes: NetworkShapes, config: HardwareConfig, basis: BasisSpec | Mapping[str, int] | None = None) -> dict:
+def storage(
+    shapes: NetworkShapes,
+    config: HardwareConfig,
+    basis: BasisSpec | Mapping[str, int] | None = None,
+    override_basis: bool = False,
+) -> dict:
     """Storage of one network: dense weights vs. BasisN coefficients (+ group index) vs. the basis, and what fits.
 
     basis_bytes: n·m weights at weight_bits (held by the crossbars after one write, listed for completeness).
-    compression_ratio: dense weight bytes / (coefficient bytes + basis bytes).
+    compression_ratio: dense weight bytes / (coefficient bytes + basis bytes). `basis`/`override_basis`: as in
+    evaluate.
     """
-    spec = as_basis(basis, shapes.basis)
+    spec = priced_basis(basis, shapes.basis, shapes.model_basis, override_basis)
     dense = float(dense_weight_bytes(shapes, config).sum())
     coef = float(coefficient_bytes(shapes, spec, config).sum())
     basis_bytes = spec.n_basis * spec.segment_len * config.weight_bits / 8
@@ -860,11 +909,14 @@ def evaluate(
     n_crossbars: int,
     batch: int = 1,
     basis: BasisSpec | Mapping[str, int] | None = None,
+    override_basis: bool = False,
 ) -> Evaluation:
     """Cost of one scheme on one network with `n_crossbars` crossbars and `batch` images per batch.
 
-    `basis` (basisn only; ignored by the others): a BasisSpec or dict; default the network's own basis (a
-    basis-mapped model) or BasisSpec() (n=64, m=128, G=1). Totals are per inference; see docs/hardware.md.
+    `basis` (basisn only; ignored by the others): a BasisSpec or dict (missing keys from the network's own).
+    Default: the network's own basis (shapes of a basis-mapped model), else BasisSpec() (n=64, m=128, G=1). A
+    basis that contradicts a basis-mapped model's own raises, unless `override_basis` asks for that what-if.
+    Totals are per inference; see docs/hardware.md.
     """
     if not isinstance(shapes, NetworkShapes):
         raise ValueError(f"shapes={type(shapes).__name__} is not allowed; pass NetworkShapes (layer_shapes(...))")
@@ -874,13 +926,15 @@ def evaluate(
         raise ValueError(f"scheme={scheme!r} is not allowed; allowed: {', '.join(SCHEMES)}")
     check_int("n_crossbars", n_crossbars, high=MAX_CROSSBARS)
     check_int("batch", batch, high=MAX_BATCH)
+    # checked for every scheme: a bad basis fails first
+    spec = priced_basis(basis, shapes.basis, shapes.model_basis, override_basis)
     if scheme == "ideal":
         return _ideal(shapes, config, n_crossbars, batch)
     if scheme in BASELINE_OPTIONS:
         return _reprogram(shapes, config, n_crossbars, batch, scheme)
     if scheme == "digital":
         return _digital(shapes, config, n_crossbars, batch)
-    return _basisn(shapes, config, n_crossbars, batch, as_basis(basis, shapes.basis))
+    return _basisn(shapes, config, n_crossbars, batch, spec)
 
 
 def evaluate_all(
@@ -889,9 +943,10 @@ def evaluate_all(
     n_crossbars: int,
     batch: int = 1,
     basis: BasisSpec | Mapping[str, int] | None = None,
+    override_basis: bool = False,
 ) -> dict[str, Evaluation]:
     """Every scheme of SCHEMES at one N."""
-    return {scheme: evaluate(shapes, config, scheme, n_crossbars, batch, basis) for scheme in SCHEMES}
+    return {scheme: evaluate(shapes, config, scheme, n_crossbars, batch, basis, override_basis) for scheme in SCHEMES}
 
 
 def _as_networks(networks: NetworkShapes | Iterable[NetworkShapes] | Mapping[str, NetworkShapes]) -> list:
@@ -928,7 +983,8 @@ class _SweepEvaluations:
             self.canonical[(cfg, scheme)] = cfg.replace(**unused)
         key = (id(shapes), self.canonical[(cfg, scheme)] if unused else cfg, scheme, n, b, spec)
         if key not in self.memo:  # shapes kept in the value: its id stays unique
-            self.memo[key] = (shapes, evaluate(shapes, key[1], scheme, n, b, spec).totals)
+            # a sweep's n_basis / groups / coef_bits are an explicit what-if, also on a basis-mapped model's shapes
+            self.memo[key] = (shapes, evaluate(shapes, key[1], scheme, n, b, spec, override_basis=True).totals)
         totals = self.memo[key][1]
         return totals | {name: getattr(cfg, name) for name in unused if name in totals} if unused else totals
 
@@ -1115,9 +1171,11 @@ def floor_cycles(shapes: NetworkShapes, config: HardwareConfig, n_crossbars: int
     return per_batch * config.input_steps / batch
 
 
-def min_crossbars(shapes: NetworkShapes, config: HardwareConfig, basis: BasisSpec | None = None) -> int:
+def min_crossbars(
+    shapes: NetworkShapes, config: HardwareConfig, basis: BasisSpec | None = None, override_basis: bool = False
+) -> int:
     """The fewest crossbars basisn can run on: one basis copy plus the tiles of layers kept dense."""
-    spec = as_basis(basis, shapes.basis)
+    spec = priced_basis(basis, shapes.basis, shapes.model_basis, override_basis)
     tiling = _tiling(shapes, config)
     dense = int(tiling.tiles[~shapes.arrays()["mapped"]].sum())
     return _ceil_div(spec.n_basis * config.cols_per_weight, config.cols) + dense

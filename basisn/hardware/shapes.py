@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,9 @@ class NetworkShapes:
     input_size: tuple[int, ...]
     layers: tuple[LayerShape, ...]
     basis: BasisSpec | None = None
+    # True: `basis` is the model's own (a basis-mapped model's shapes), which the cost model prices and a
+    # contradicting basis= may not replace; False: a basis given to a plain network for pricing (with_basis)
+    own_basis: bool = field(default=True, compare=False)
     _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -88,7 +93,12 @@ class NetworkShapes:
         """A plain network (the paper's) priced with `basis`; a basis-mapped one keeps its own basis."""
         if self.basis is not None:
             return self
-        return NetworkShapes(self.name, self.input_size, self.layers, basis)
+        return NetworkShapes(self.name, self.input_size, self.layers, basis, own_basis=False)
+
+    @property
+    def model_basis(self) -> BasisSpec | None:
+        """The basis the model was built with (None for a plain network, also one given a basis by with_basis)."""
+        return self.basis if self.own_basis else None
 
     @property
     def macs(self) -> int:
@@ -251,11 +261,23 @@ def _attention_shapes(
     return shapes
 
 
+INPUT_SIZE_FORMS = (
+    "an int (a square image's side), (H, W), (C, H, W) or (B, C, H, W); (F,) or (B, F) for a model without "
+    "convolutions; or example_inputs= (a tensor, a tuple or a dict of them) for a model with several inputs"
+)
+
+
+def _is_size(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
 def _resolve_input(model_layers: list[tuple[str, nn.Module]], input_size: int | tuple[int, ...]) -> tuple[int, ...]:
     """Full input shape with batch dimension from int / (H, W) / (C, H, W) / (B, C, H, W) (or (F,) / (B, F))."""
-    sizes = (input_size,) if isinstance(input_size, int) else tuple(input_size)
-    if not sizes or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes):
-        raise ValueError(f"input_size={input_size!r} is not allowed; use positive integers")
+    integral = _is_size
+    sizes = (input_size,) if integral(input_size) else input_size
+    if not isinstance(sizes, tuple | list) or not sizes or not all(integral(v) for v in sizes):
+        raise ValueError(f"input_size={input_size!r} is not allowed; use {INPUT_SIZE_FORMS}")
+    sizes = tuple(int(v) for v in sizes)
     first_conv = next((m for _, m in model_layers if _is_conv(m)), None)
     if first_conv is None:  # a model of Linear layers: (F,) or (B, F, ...)
         return (1, *sizes) if len(sizes) == 1 else sizes
@@ -273,6 +295,32 @@ def _resolve_input(model_layers: list[tuple[str, nn.Module]], input_size: int | 
     )
 
 
+def _example_arguments(example_inputs: object) -> tuple[tuple, dict]:
+    """(positional, keyword) inputs of a forward call: a tensor, a tuple/list (positional) or a dict (keywords)."""
+    if isinstance(example_inputs, torch.Tensor):
+        args, kwargs = (example_inputs,), {}
+    elif isinstance(example_inputs, tuple | list):
+        args, kwargs = tuple(example_inputs), {}
+    elif isinstance(example_inputs, Mapping):
+        args, kwargs = (), dict(example_inputs)
+    else:
+        raise ValueError(
+            f"example_inputs={type(example_inputs).__name__} is not allowed; pass a tensor, a tuple of inputs "
+            "(positional) or a dict (keyword inputs)"
+        )
+    if not any(isinstance(v, torch.Tensor) for v in (*args, *kwargs.values())):
+        raise ValueError("example_inputs holds no tensor; pass the tensors the model's forward takes")
+    return args, kwargs
+
+
+def _tensors_to(values: tuple | dict, device: str | torch.device, like: bool) -> Any:
+    """The same inputs on `device` (empty on meta when `like`), other values unchanged."""
+    move = (lambda t: torch.empty_like(t, device=device)) if like else (lambda t: t.to(device))  # fmt: skip
+    if isinstance(values, dict):
+        return {k: move(v) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+    return tuple(move(v) if isinstance(v, torch.Tensor) else v for v in values)
+
+
 def _shape_of(name: str, module: nn.Module, output: torch.Tensor) -> LayerShape:
     mapped = True if _is_basis(module) else None
     if _is_conv(module):
@@ -284,11 +332,14 @@ def _shape_of(name: str, module: nn.Module, output: torch.Tensor) -> LayerShape:
     )
 
 
-def _run_hooked(model: nn.Module, x: torch.Tensor, params: dict[str, torch.Tensor] | None) -> list[LayerShape]:
+def _run_hooked(
+    model: nn.Module, args: tuple, kwargs: dict, params: dict[str, torch.Tensor] | None
+) -> list[LayerShape]:
     layers = _weight_layers(model)
     seen: list[LayerShape] = []
     calls: dict[str, int] = {}
-    batch = int(x.shape[0])
+    first = next(v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor))
+    batch = int(first.shape[0]) if first.dim() else 1
 
     def hook(name: str):
         def record(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
@@ -312,9 +363,9 @@ def _run_hooked(model: nn.Module, x: torch.Tensor, params: dict[str, torch.Tenso
         torch.backends.mha.set_fastpath_enabled(False)
         with torch.no_grad():
             if params is None:
-                model(x)
+                model(*args, **kwargs)
             else:
-                torch.func.functional_call(model, params, (x,), strict=False)
+                torch.func.functional_call(model, params, args, kwargs, strict=False)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         for handle in handles:
@@ -354,36 +405,73 @@ def _network_basis(model: nn.Module) -> BasisSpec | None:
     )
 
 
-def layer_shapes(model: nn.Module, input_size: int | tuple[int, ...], name: str | None = None) -> NetworkShapes:
+def layer_shapes(
+    model: nn.Module,
+    input_size: int | tuple[int, ...] | None = None,
+    name: str | None = None,
+    *,
+    example_inputs: Any = None,
+) -> NetworkShapes:
     """P, g, L, O and kind of every Conv/Linear (or basis-mapped) layer of `model`, in execution order.
 
     `input_size`: an int (square image; channels from the first convolution), the spatial sizes, (C, H, W) or
-    (B, C, H, W); for a model without convolutions (F,) or (B, F). In a basis-mapped model, plain Conv/Linear
+    (B, C, H, W); for a model without convolutions (F,) or (B, F). Or `example_inputs` instead: a tensor, a tuple
+    (positional inputs) or a dict (keyword inputs), for a model whose forward takes several inputs. Bad sizes and a
+    model that does not run on them raise one line naming input_size. In a basis-mapped model, plain Conv/Linear
     layers (kept dense via `exclude`) have mapped=False; in a plain model every layer has mapped=None.
     """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model={type(model).__name__} is not allowed; pass an nn.Module")
+    if (input_size is None) == (example_inputs is None):
+        raise ValueError(
+            "layer_shapes needs exactly one of input_size and example_inputs "
+            f"(got {'both' if input_size is not None else 'neither'}); input_size: {INPUT_SIZE_FORMS}"
+        )
     layers = _weight_layers(model)
     if not layers:
         raise ValueError(f"model {type(model).__name__} has no Conv/Linear layer; nothing to cost")
-    shape = _resolve_input(layers, input_size)
+    if example_inputs is None:
+        shape = _resolve_input(layers, input_size)
+        args, kwargs = (torch.zeros(shape),), {}
+        given = f"input_size={input_size!r} (an input of shape {shape})"
+    else:
+        args, kwargs = _example_arguments(example_inputs)
+        first = next(v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor))
+        shape = tuple(first.shape) if first.dim() > 1 else (1, *first.shape)
+        given = (
+            "example_inputs (shapes "
+            + ", ".join(str(tuple(v.shape)) for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor))
+            + ")"
+        )
     basis = _network_basis(model)
     named = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
     try:
-        meta = {k: torch.empty_like(v, device="meta") for k, v in named.items()}
-        seen = _run_hooked(model, torch.zeros(shape, device="meta"), meta)
-    except Exception:  # noqa: BLE001 - some models do not run on meta (data-dependent code); the CPU always works
-        device = next((v.device for v in named.values()), torch.device("cpu"))
-        if device.type == "meta":
-            raise
-        seen = _run_hooked(model, torch.zeros(shape, device=device), None)
+        try:
+            meta = {k: torch.empty_like(v, device="meta") for k, v in named.items()}
+            on_meta = _tensors_to(args, "meta", like=True), _tensors_to(kwargs, "meta", like=True)
+            seen = _run_hooked(model, *on_meta, meta)
+        except Exception:  # noqa: BLE001 - some models do not run on meta (data-dependent code); the CPU always works
+            device = next((v.device for v in named.values()), torch.device("cpu"))
+            if device.type == "meta":
+                raise
+            seen = _run_hooked(
+                model, _tensors_to(args, device, like=False), _tensors_to(kwargs, device, like=False), None
+            )
+    except Exception as error:  # noqa: BLE001 - the model's own error, in one line with what was asked
+        reason = " ".join(str(error).split())[:300]
+        raise ValueError(
+            f"layer_shapes: {type(model).__name__} does not run on {given}: {type(error).__name__}: {reason}; "
+            f"input_size takes {INPUT_SIZE_FORMS}"
+        ) from error
     if basis is not None:  # layers that are not basis-mapped in a basis-mapped model stay dense
         seen = [s if s.mapped else LayerShape(s.name, s.kind, s.P, s.g, s.L, s.O, False) for s in seen]
     if not seen:
-        raise ValueError(f"model {type(model).__name__}: no Conv/Linear layer ran on an input of shape {shape}")
+        raise ValueError(f"model {type(model).__name__}: no Conv/Linear layer ran on {given}")
     ran = {s.name.split("#")[0] for s in seen}
     idle = [n for n, _ in layers if n not in ran and not any(s.startswith(n + ".") for s in ran)]
     if idle:
         warnings.warn(
-            f"layer_shapes: {len(idle)} weight layer(s) did not run on an input of shape {shape} and are not "
+            f"layer_shapes: {len(idle)} weight layer(s) did not run on {given} and are not "
             f"costed: {', '.join(idle[:5])}{', ...' if len(idle) > 5 else ''}",
             stacklevel=2,
         )
