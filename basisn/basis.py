@@ -778,7 +778,7 @@ def save_basisn(model: nn.Module, path: str | os.PathLike, extra: dict | None = 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """A save_basisn file as {"format", "config", "state_dict" (full: packed tensors decoded), "extra"}, or one
     ValueError line naming the file (garbage, truncated, not a basisn checkpoint, malformed packing)."""
-    from basisn.packing import PACKED_FORMAT, unpack_state
+    from basisn.packing import PACKED_FORMAT, unpack_checkpoint
 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
@@ -794,11 +794,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(checkpoint, dict) or checkpoint.get("format") not in formats:
         raise ValueError(f"{path} is not a basisn model checkpoint (expected format {' or '.join(map(repr, formats))})")
     if checkpoint["format"] == PACKED_FORMAT:
-        packed, state = checkpoint.get("packed"), checkpoint.get("state_dict")
-        if not isinstance(packed, dict) or not isinstance(state, dict):
-            raise ValueError(f"{path}: a packed basisn checkpoint without its packed tensors or state_dict")
         try:
-            checkpoint = checkpoint | {"state_dict": unpack_state(state, packed)}
+            checkpoint = unpack_checkpoint(checkpoint)
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
     return checkpoint

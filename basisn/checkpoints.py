@@ -14,7 +14,7 @@ from torch import nn
 
 from basisn.atomic import atomic_torch_save
 from basisn.basis import CHECKPOINT_FORMAT, load_basisn, save_basisn
-from basisn.packing import PACKED_FORMAT, unpack_state
+from basisn.packing import PACKED_FORMAT, unpack_checkpoint
 
 DENSE_FORMAT = "basisn-dense/1"
 META_KEYS = ("model", "num_classes", "in_channels", "input_size", "dataset")
@@ -63,11 +63,8 @@ def _read_checkpoint(path: str | os.PathLike, map_location: str | torch.device) 
     if fmt not in (DENSE_FORMAT, CHECKPOINT_FORMAT, PACKED_FORMAT):
         raise ModelFileError(f"{path}: not a basisn model file (format {fmt!r}; expected {expected})")
     if fmt == PACKED_FORMAT:  # save_basisn's default: decoded here so that every check sees the full tensors
-        packed, state = checkpoint.get("packed"), checkpoint.get("state_dict")
-        if not isinstance(packed, dict) or not isinstance(state, dict):
-            raise ModelFileError(f"{path}: a packed basisn model file without its packed tensors or state_dict")
         try:
-            checkpoint = checkpoint | {"state_dict": unpack_state(state, packed)}
+            checkpoint = unpack_checkpoint(checkpoint)
         except ValueError as error:
             raise ModelFileError(f"{path}: {error}") from None
     meta = checkpoint.get("meta") if fmt == DENSE_FORMAT else (checkpoint.get("extra") or {}).get("meta")

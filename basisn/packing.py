@@ -149,14 +149,21 @@ def unpack_state(state: dict[str, Tensor], packed: dict[str, dict]) -> dict[str,
                 n_basis = shape[-1]
                 group_size = count // full[group_key].numel()  # codes kept per segment: n/G
                 columns = _active_columns(full[group_key], group_size, n_basis)
-                codes = torch.zeros(columns.shape[0], n_basis, dtype=torch.int64).scatter(1, columns, codes.reshape(
-                    columns.shape[0], -1))  # fmt: skip
-                # the inactive columns decode as the code for zero: 0 for pow2, `top` for uniform
-                if quant == "uniform":
-                    inactive = torch.ones_like(codes, dtype=torch.bool).scatter(1, columns, False)
-                    codes = torch.where(inactive, torch.full_like(codes, 2 ** (bits - 1) - 1), codes)
+                # the inactive columns hold the code for zero: `top` for uniform, 0 for pow2
+                zero_code = 2 ** (bits - 1) - 1 if quant == "uniform" else 0
+                everything = torch.full((columns.shape[0], n_basis), zero_code, dtype=torch.int64)
+                codes = everything.scatter(1, columns, codes.reshape(columns.shape[0], -1))
             values = _decode(codes.reshape(shape), entry["parameter"], bits, quant, dtype)
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, ZeroDivisionError) as error:
             raise ValueError(f"packed entry {key!r} is malformed ({type(error).__name__}: {error})") from None
         full[key] = values
     return full
+
+
+def unpack_checkpoint(checkpoint: dict) -> dict:
+    """A loaded PACKED_FORMAT checkpoint with its state_dict decoded in full (ValueError, no path, if malformed);
+    save_basisn's reader and the pipeline's model-file reader both name the file around it."""
+    packed, state = checkpoint.get("packed"), checkpoint.get("state_dict")
+    if not isinstance(packed, dict) or not isinstance(state, dict):
+        raise ValueError("a packed basisn checkpoint without its packed tensors or state_dict")
+    return checkpoint | {"state_dict": unpack_state(state, packed)}

@@ -2,7 +2,7 @@
 `readable` (the same table as text, ratios formatted by magnitude) and `plot_compare` (a seaborn figure).
 
 The cost model itself is basisn.hardware.cost; this file only gathers its totals for one network at one N and B,
-the way a user asks "what does BasisN buy on my model?" (README, notebooks/hardware.py).
+the way a user asks "what does BasisN buy on my model?" (README, notebooks/headline.py).
 """
 
 from __future__ import annotations

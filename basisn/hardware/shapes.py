@@ -273,9 +273,8 @@ def _is_size(value: object) -> bool:
 
 def _resolve_input(model_layers: list[tuple[str, nn.Module]], input_size: int | tuple[int, ...]) -> tuple[int, ...]:
     """Full input shape with batch dimension from int / (H, W) / (C, H, W) / (B, C, H, W) (or (F,) / (B, F))."""
-    integral = _is_size
-    sizes = (input_size,) if integral(input_size) else input_size
-    if not isinstance(sizes, tuple | list) or not sizes or not all(integral(v) for v in sizes):
+    sizes = (input_size,) if _is_size(input_size) else input_size
+    if not isinstance(sizes, tuple | list) or not sizes or not all(_is_size(v) for v in sizes):
         raise ValueError(f"input_size={input_size!r} is not allowed; use {INPUT_SIZE_FORMS}")
     sizes = tuple(int(v) for v in sizes)
     first_conv = next((m for _, m in model_layers if _is_conv(m)), None)
