@@ -20,10 +20,11 @@
 # **What we measure.** Cycles per inference from the cost model (`basisn hw-eval`, docs/hardware.md section 2) for
 # each network and chip size N: `ideal` (every weight on its own crossbar, written once; does not depend on N),
 # `reprogram` (N crossbars rewritten round after round with write-and-verify, per batch), `reprogram_best` (the
-# baseline at its best: ping-pong rounds whose writes overlap the previous round's compute when that is faster, and
-# replicas on spare crossbars once every weight fits), `basisn` (the basis written once on N crossbars, never
-# rewritten), `digital` (BasisN's digital MAC lanes running the dense network without crossbars) and `floor(N)`,
-# the fewest cycles any weight-stationary mapping of the dense weights could reach on N crossbars with free writes.
+# baseline at its best: the fastest of plain and ping-pong rounds, each also with its layers pipelined, rounds of
+# whole layers with copies on the round's idle crossbars, and replicas once every weight fits), `basisn` (the basis
+# written once on N crossbars, never rewritten), `digital` (BasisN's digital MAC lanes running the dense network
+# without crossbars) and `floor(N)`, the fewest cycles any weight-stationary mapping of the dense weights could
+# reach on N crossbars with free writes.
 # Dotted lines: `reprogram` under the comparison presets (other write costs), where `hw-eval` evaluated them.
 #
 # **Parameters.** `hardware_dir` (the `hw-eval` output directory); its hardware description, basis and batch size
@@ -156,8 +157,8 @@ lines.append(
 below = on_paper[(on_paper["basisn"] < on_paper["ideal"])]
 lines.append(
     f"- BasisN is faster than the ideal single-copy mapping at {len(below)} of {len(on_paper)} points: its basis is "
-    "replicated over the crossbars while the ideal mapping holds one copy of every weight (docs/hardware.md, "
-    "section 5)."
+    "replicated over the crossbars while the ideal mapping holds one copy of every weight and runs its layers one "
+    "after another (`ideal` is the single-copy reference, not the best mapping: docs/hardware.md, section 5)."
 )
 ratio = on_paper["basisn_over_best"]
 lines.append(

@@ -41,8 +41,15 @@ def run_claims(out: Path, hardware_dir: Path) -> dict[int, str]:
 
 
 @pytest.fixture(scope="module")
-def rows(tmp_path_factory) -> dict[int, str]:
-    return run_claims(tmp_path_factory.mktemp("claims"), HARDWARE.relative_to(ROOT))
+def claims_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("claims")
+    run_claims.rows = run_claims(out, HARDWARE.relative_to(ROOT))
+    return out
+
+
+@pytest.fixture(scope="module")
+def rows(claims_dir) -> dict[int, str]:
+    return run_claims.rows
 
 
 def verdict(row: str) -> str:
@@ -180,9 +187,38 @@ def test_rows_6_7_and_11_name_the_computed_claim_region(rows):
         sentence = region_sentence(smallest, metric, writes, batch=1)
         assert sentence.startswith("G = ") and "Where it would hold (stage claim_region" in rows[number]
         assert f": {sentence}." in rows[number]
-        assert ("does not replicate a layer within a round" in rows[number]) == ("at any write time" in sentence)
+        assert ("the ratio reflects compute alone" in rows[number]) == ("at any write time" in sentence)
     digital = digital_region_sentence(pd.read_csv(region_dir / "region.csv"), "edp_ratio_digital", batch=1)
-    assert f"`paper_figures/claim_region_digital.png`): {digital} (memory traffic" in rows[11]
+    assert f"`paper_figures/claim_region_digital.png`): {digital}. In all of these, each side pays for" in rows[11]
+
+
+def test_row_11_states_operand_delivery_and_the_labelled_operands_free_variant(rows, hw):
+    """BasisN vs digital is stated with operands delivered (the default); the operands-free number is fairness.csv's."""
+    fairness = pd.read_csv(HARDWARE / "fairness.csv")
+    report = hw["params"]["report_crossbars"]
+    paper = paper_networks(hw)
+    free = fairness[
+        (fairness["choice"] == "operand_delivery")
+        & fairness["network"].isin(paper)
+        & fairness["n_crossbars"].isin(report)
+    ]
+    assert hw["config"]["operand_delivery"] is True
+    assert f"operands free for both gives EDP {percent(free['edp_ratio_digital_alt'])} (`fairness.csv`" in rows[11]
+
+
+def test_header_names_the_schedules_that_won_and_where_the_choices_are_measured(claims_dir, hw):
+    header = (claims_dir / "CLAIMS.md").read_text().split("| # |")[0]
+    ratios = pd.read_csv(HARDWARE / "ratios.csv")
+    base = ratios[
+        (ratios["preset"] == hw["preset"])
+        & ratios["n_crossbars"].isin(hw["params"]["report_crossbars"])
+        & ratios["network"].isin(paper_networks(hw))
+    ]
+    counts = sorted(base["best_option"].value_counts().items(), key=lambda item: (-item[1], item[0]))
+    won = ", ".join(f"{name} at {count}" for name, count in counts)
+    assert f"at the base points it was\n{won})" in header or f"at the base points it was {won})" in header
+    assert "paper_figures/cost_model_choices.md" in header
+    assert "its constants favour the reprogramming baseline" not in header
 
 
 def test_stage_reads_the_stage_outputs_and_hands_claims_md_to_git():

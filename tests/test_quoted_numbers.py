@@ -65,82 +65,10 @@ QUOTES = [
     ),
     Quote("README.md", r"\*\* \((?P<value>[-+][\d.]+) pp; the target", EVALUATE, "basisn_minus_dense_pp"),
     Quote("README.md", r"\(`to_dense`\) \| (?P<value>[\d.]+)%", EVALUATE, "basisn_folded_accuracy", scale=100),
-    # README, the cost model's headline (paper networks, report crossbar counts, base point)
-    Quote(
-        "README.md",
-        r"BasisN needs (?P<value>[\d.]+)-[\d.]+% of reprogramming's\s+cycles",
-        HEADLINE,
-        "cycles_vs_reprogram",
-        PAPER_NETWORKS,
-        "min",
-        100,
-    ),
-    Quote(
-        "README.md",
-        r"BasisN needs [\d.]+-(?P<value>[\d.]+)% of reprogramming's\s+cycles",
-        HEADLINE,
-        "cycles_vs_reprogram",
-        PAPER_NETWORKS,
-        "max",
-        100,
-    ),
-    Quote(
-        "README.md",
-        r"cycles and (?P<value>[\d.]+)-[\d.]+% of its EDP",
-        HEADLINE,
-        "edp_vs_reprogram",
-        PAPER_NETWORKS,
-        "min",
-        100,
-    ),
-    Quote(
-        "README.md",
-        r"cycles and [\d.]+-(?P<value>[\d.]+)% of its EDP",
-        HEADLINE,
-        "edp_vs_reprogram",
-        PAPER_NETWORKS,
-        "max",
-        100,
-    ),
+    # README, the cost model's headline (paper networks, report crossbar counts, base point): see README_SPANS
     Quote("README.md", r"networks at\s+N = (?P<value>\d+)-\d+ crossbars", HEADLINE, "n_crossbars", None, "min"),
     Quote("README.md", r"networks at\s+N = \d+-(?P<value>\d+) crossbars", HEADLINE, "n_crossbars", None, "max"),
-    # README, the digital baseline and the pipeline's own model
-    Quote(
-        "README.md",
-        r"faster, (?P<value>[\d.]+)-[\d.]+% of its cycles",
-        HEADLINE,
-        "cycles_vs_digital",
-        PAPER_NETWORKS,
-        "min",
-        100,
-    ),
-    Quote(
-        "README.md",
-        r"faster, [\d.]+-(?P<value>[\d.]+)% of its cycles",
-        HEADLINE,
-        "cycles_vs_digital",
-        PAPER_NETWORKS,
-        "max",
-        100,
-    ),
-    Quote(
-        "README.md",
-        r"its EDP is\s+(?P<value>[\d.]+)-[\d.]+% of the digital",
-        HEADLINE,
-        "edp_vs_digital",
-        PAPER_NETWORKS,
-        "min",
-        100,
-    ),
-    Quote(
-        "README.md",
-        r"its EDP is\s+[\d.]+-(?P<value>[\d.]+)% of the digital",
-        HEADLINE,
-        "edp_vs_digital",
-        PAPER_NETWORKS,
-        "max",
-        100,
-    ),
+    # README, the pipeline's own model
     Quote(
         "README.md",
         r"BasisN spends (?P<value>[\d.]+)-[\d.]+% of the best",
@@ -159,142 +87,64 @@ QUOTES = [
         "max",
         100,
     ),
-    # docs/hardware.md section 6, base point (its numbers are reconciled with the reference run by hand)
-    Quote(
-        "docs/hardware.md",
-        r"nowhere below 1%\.\*\* Cycles (?P<value>[\d.]+)-[\d.]+%",
-        HEADLINE,
-        "cycles_vs_reprogram",
-        PAPER_NETWORKS,
-        "min",
-        100,
-    ),
-    Quote(
-        "docs/hardware.md",
-        r"nowhere below 1%\.\*\* Cycles [\d.]+-(?P<value>[\d.]+)%",
-        HEADLINE,
-        "cycles_vs_reprogram",
-        PAPER_NETWORKS,
-        "max",
-        100,
-    ),
-    Quote(
-        "docs/hardware.md",
-        r"nowhere below 1%\.\*\* Cycles [\d.]+-[\d.]+%, EDP (?P<value>[\d.]+)-[\d.]+%",
-        HEADLINE,
-        "edp_vs_reprogram",
-        PAPER_NETWORKS,
-        "min",
-        100,
-    ),
-    Quote(
-        "docs/hardware.md",
-        r"nowhere below 1%\.\*\* Cycles [\d.]+-[\d.]+%, EDP [\d.]+-(?P<value>[\d.]+)%",
-        HEADLINE,
-        "edp_vs_reprogram",
-        PAPER_NETWORKS,
-        "max",
-        100,
-    ),
-]
-
-# docs/hardware.md section 6, "Memory traffic": the table of BasisN / best EDP with memory traffic off and on, and of
-# BasisN / digital EDP, per paper network at N = 16 / 64 / 256 (a row starts with the network name in backticks)
-MEMORY_HEADLINE, STORAGE, PRESETS_TABLE = (
-    "paper_figures/memory_headline.csv",
-    "paper_figures/storage.csv",
-    "paper_figures/headline_presets.csv",
-)
-MEMORY_NETWORKS = [
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "densenet121",
-    "cifar_resnet18",
-    "cifar_resnet34",
-    "cifar_densenet121",
-]
-CELL = r"[\d.]+% / [\d.]+% / [\d.]+%"
-MEMORY_COLUMNS = [  # (cell index after the cycles cell, column, memory)
-    (0, "edp_vs_best", False),
-    (1, "edp_vs_best", True),
-    (2, "edp_vs_digital", False),
-    (3, "edp_vs_digital", True),
-]
-for _net in MEMORY_NETWORKS:
-    for _cell, _column, _memory in MEMORY_COLUMNS:
-        for _k, _n in enumerate((16, 64, 256)):
-            _value = " / ".join(["[\\d.]+%"] * _k + [r"(?P<value>[\d.]+)%"] + ["[\\d.]+%"] * (2 - _k))
-            QUOTES.append(
-                Quote(
-                    "docs/hardware.md",
-                    rf"\| `{_net}` \| [^|]+ \| " + "".join(rf"{CELL} \| " for _ in range(_cell)) + _value + r" \|",
-                    MEMORY_HEADLINE,
-                    _column,
-                    f"network == '{_net}' and n_crossbars == {_n} and memory == {_memory}",
-                    scale=100,
-                )
-            )
-    # the storage table: dense weights and G = 1 coefficients in MB, the G = 1 compression ratio
-    for _i, (_column, _scale) in enumerate([("dense_weight_bytes", 1e-6), ("coef_bytes", 1e-6)]):
-        QUOTES.append(
-            Quote(
-                "docs/hardware.md",
-                rf"\| `{_net}` \| " + r"[\d.]+ MB \| " * _i + r"(?P<value>[\d.]+) MB \|",
-                STORAGE,
-                _column,
-                f"network == '{_net}' and groups == 1",
-                scale=_scale,
-            )
-        )
-    QUOTES.append(
-        Quote(
-            "docs/hardware.md",
-            rf"\| `{_net}` \| [^|]+ MB \| [^|]+ MB \| [^|]+ MB \| [^|]+ MB \| [^|]+ kB \| (?P<value>[\d.]+) / ",
-            STORAGE,
-            "compression_ratio",
-            f"network == '{_net}' and groups == 1",
-        )
-    )
-QUOTES += [
-    Quote(
-        "docs/hardware.md",
-        r"at G = 1 appears at one point only \(cifar_resnet18, N = 256: (?P<value>[\d.]+)%\)",
-        MEMORY_HEADLINE,
-        "edp_vs_best",
-        "network == 'cifar_resnet18' and n_crossbars == 256 and memory == True",
-        scale=100,
-    ),
-    Quote(
-        "docs/hardware.md",
-        r"BasisN needs\s+(?P<value>[\d.]+)-[\d.]+% of the baseline's cycles",
-        HEADLINE,
-        "cycles_vs_reprogram",
-        PAPER_NETWORKS,
-        "min",
-        100,
-    ),
-    Quote(
-        "docs/hardware.md",
-        r"BasisN needs\s+[\d.]+-(?P<value>[\d.]+)% of the baseline's cycles",
-        HEADLINE,
-        "cycles_vs_reprogram",
-        PAPER_NETWORKS,
-        "max",
-        100,
-    ),
     *[
         Quote(
             "docs/hardware.md",
             r"BasisN / best cycles " + "[\\d.]+% / " * _k + r"(?P<value>[\d.]+)%",
-            PRESETS_TABLE,
+            "paper_figures/headline_presets.csv",
             "cycles_ratio_best",
             f"preset == 'design_prototype' and network == 'resnet18' and n_crossbars == {_n}",
             scale=100,
         )
         for _k, _n in enumerate((16, 64, 256))
-    ],
+    ],  # fmt: skip
 ]
+
+
+def span_quotes(doc: str, prefix: str, reference: str, key: str, rows: str | None, scale: float = 100) -> list[Quote]:
+    """The two ends of a quoted range 'A-B%' that follows the regex `prefix`: the min and the max of `key`."""
+    return [
+        Quote(doc, prefix + r"(?P<value>[\d.]+)-[\d.]+%", reference, key, rows, "min", scale),
+        Quote(doc, prefix + r"[\d.]+-(?P<value>[\d.]+)%", reference, key, rows, "max", scale),
+    ]
+
+
+# README, the cost model's headline: vs best, vs plain reprogram, vs digital (operands delivered), paper networks
+_RANGE = r"[\d.]+-[\d.]+%"
+for _prefix, _key in (
+    (r"as ISAAC and PUMA do\), BasisN needs ", "cycles_vs_best"),
+    (rf"as ISAAC and PUMA do\), BasisN needs {_RANGE} of\s+its cycles and ", "edp_vs_best"),
+    (r"against plain reprogramming ", "cycles_vs_reprogram"),
+    (rf"against plain reprogramming {_RANGE} and ", "edp_vs_reprogram"),
+    (r"BasisN is (?:not always )?faster, ", "cycles_vs_digital"),
+    (r"its EDP is\s+", "edp_vs_digital"),
+):
+    QUOTES += span_quotes("README.md", _prefix, HEADLINE, _key, PAPER_NETWORKS)
+QUOTES.append(
+    Quote("README.md", r"operands free for both, a labelled variant, BasisN's EDP is (?P<value>[\d.]+)% of",
+          "paper_figures/cost_model_choices.csv", "edp_vs_digital_alternative", "choice == 'operand_delivery'",
+          scale=100)
+)  # fmt: skip
+
+# docs/hardware.md section 6 (the tables it shows are EMBEDDED copies of the notebooks' files, below)
+CHOICES_TABLE = "paper_figures/cost_model_choices.csv"
+RANGE = _RANGE
+for _prefix, _key in (
+    (r"nowhere below 1%\.\*\* Cycles ", "cycles_vs_best"),
+    (rf"nowhere below 1%\.\*\* Cycles {RANGE}, EDP ", "edp_vs_best"),
+    (r"\(against plain `reprogram`: cycles ", "cycles_vs_reprogram"),
+    (rf"\(against plain `reprogram`: cycles {RANGE}, EDP ", "edp_vs_reprogram"),
+    (r"\*\*BasisN vs the digital baseline\*\*[^:]*: cycles ", "cycles_vs_digital"),
+    (rf"\*\*BasisN vs the digital baseline\*\*[^:]*: cycles {RANGE}, EDP ", "edp_vs_digital"),
+):
+    QUOTES += span_quotes("docs/hardware.md", _prefix, HEADLINE, _key, PAPER_NETWORKS)
+for _column, _pattern in (
+    ("edp_vs_digital_alternative", r"operands free for both[^:]*: EDP (?P<value>[\d.]+)% instead of"),
+    ("edp_vs_digital", r"operands free for both[^:]*: EDP [\d.]+% instead of (?P<value>[\d.]+)%"),
+):
+    QUOTES.append(
+        Quote("docs/hardware.md", _pattern, CHOICES_TABLE, _column, "choice == 'operand_delivery'", scale=100)
+    )
 
 # README, "The headline on one configuration" (the tradeoff stage's table and its accuracy targets)
 TRADEOFF, TARGETS = "paper_figures/headline_tradeoff.csv", "paper_figures/headline_tradeoff_targets.csv"
@@ -409,6 +259,25 @@ QUOTES += [
 ]
 
 
+# Tables the docs embed whole: the block between `<!-- NAME: begin -->` and `<!-- NAME: end -->` of the document is
+# paper_figures/NAME.md as the notebook wrote it (a rerun that moves a number fails here until the copy is refreshed).
+EMBEDDED = [
+    ("docs/hardware.md", name)
+    for name in ("cost_model_choices", "headline_ratios", "headline_groups", "memory_headline", "storage")
+]
+
+
+@pytest.mark.parametrize(("doc", "name"), EMBEDDED)
+def test_embedded_table_is_the_notebook_output(doc: str, name: str):
+    text = (ROOT / doc).read_text()
+    found = re.search(rf"<!-- {name}: begin -->\n(?P<table>.*?)<!-- {name}: end -->", text, re.S)
+    assert found, f"{doc} has no <!-- {name}: begin/end --> block"
+    reference = ROOT / "paper_figures" / f"{name}.md"
+    if not reference.is_file():
+        pytest.skip(f"reference output {reference.relative_to(ROOT)} is not committed yet")
+    assert found["table"] == reference.read_text(), f"{doc}: paste paper_figures/{name}.md into the {name} block"
+
+
 def reference_value(quote: Quote) -> float:
     path = ROOT / quote.reference
     if path.suffix == ".json":
@@ -492,3 +361,32 @@ def test_reference_files_are_what_dvc_hands_to_git():
                 if (options or {}).get("cache") is False:
                     tracked.add(path)
     assert {q.reference for q in QUOTES} <= tracked
+
+
+def test_section_6_counts_and_words_are_the_reference_files():
+    """The counts and conclusions of docs/hardware.md section 6 that are not single numbers: how many base points
+    fall below 1% at each G, which network does not beat the digital lanes, and that no paper network's weights
+    fit the SRAM."""
+    if not (ROOT / "paper_figures" / "headline_groups.csv").is_file():
+        pytest.skip("paper_figures/headline_groups.csv is not committed yet")
+    text = " ".join((ROOT / "docs" / "hardware.md").read_text().split())
+    groups = pd.read_csv(ROOT / "paper_figures" / "headline_groups.csv").query(PAPER_NETWORKS)
+    for metric, column in (
+        ("EDP vs best is below 1% at", "edp_ratio_best"),
+        ("cycles vs best at", "cycles_ratio_best"),
+    ):
+        sentence = re.search(rf"{metric} ((?:\d+ with G = \d+(?:, |;| \())+)", text)
+        assert sentence, f"docs/hardware.md no longer counts '{metric}'"
+        said = {int(g): int(c) for c, g in re.findall(r"(\d+) with G = (\d+)", sentence.group(1))}
+        counted = {int(g): int((part[column] < 0.01).sum()) for g, part in groups.groupby("groups")}
+        assert said == counted, f"docs/hardware.md says {said}, headline_groups.csv gives {counted}"
+    headline = pd.read_csv(ROOT / HEADLINE).query(PAPER_NETWORKS)
+    losing = sorted(set(headline.loc[headline["edp_vs_digital"] >= 1, "network"]))
+    assert f"digital lanes' for every paper network but {', '.join(losing)}." in text
+    storage = pd.read_csv(ROOT / "paper_figures" / "storage.csv").query(PAPER_NETWORKS + " and groups == 1")
+    if "none fits the 4 MiB SRAM" in text:
+        assert not storage["dense_fits_sram"].any()
+    if "cycles below 1% appear at no G at these N" in text:
+        assert (groups["cycles_ratio_best"] >= 0.01).all()
+    if "nowhere below 1% at the base point" in text:
+        assert (headline[["cycles_vs_best", "edp_vs_best"]] >= 0.01).all().all()

@@ -2,11 +2,12 @@
 
 Public API (docs/hardware.md): ``HardwareConfig``, ``BasisSpec``, ``PRESETS``, ``preset``; ``layer_shapes``,
 ``LayerShape``, ``NetworkShapes``, ``save_shapes``, ``load_shapes``; ``evaluate``, ``evaluate_all``, ``sweep``,
-``ratios``, ``floor_cycles``, ``min_crossbars``, ``total_tiles``, ``replica_counts``, ``SCHEMES`` (ideal, reprogram,
-reprogram_pingpong, reprogram_best, basisn, digital); for your own model, ``compare`` (one table of every scheme),
-``readable``, ``plot_compare`` and ``format_ratio``. The CLI is ``basisn hw-eval``
-(the hardware stage, ``basisn.stages.hardware``; its params block: ``basisn.hardware.settings``). Importing this
-package needs only torch, numpy and pandas.
+``ratios``, ``floor_cycles``, ``min_crossbars``, ``total_tiles``, ``replica_counts``, ``reprogram_schedules`` (every
+schedule reprogram_best picks from), ``SCHEMES`` (ideal, reprogram, reprogram_pingpong, reprogram_best, basisn,
+digital); ``choices_table`` (which side each modelling choice favours, measured); for your own model,
+``compare`` (one table of every scheme), ``readable``, ``plot_compare`` and ``format_ratio``. The CLI is
+``basisn hw-eval`` (the hardware stage, ``basisn.stages.hardware``; its params block: ``basisn.hardware.settings``).
+Importing this package needs only torch, numpy and pandas.
 """
 
 from basisn.hardware.compare import compare, format_ratio, plot_compare, readable
@@ -21,12 +22,15 @@ from basisn.hardware.cost import (
     min_crossbars,
     ratios,
     replica_counts,
+    reprogram_schedules,
     sweep,
     total_tiles,
 )
+from basisn.hardware.fairness import CHOICES, choices_table
 from basisn.hardware.shapes import LayerShape, NetworkShapes, layer_shapes, load_shapes, save_shapes
 
 __all__ = [
+    "CHOICES",
     "PRESETS",
     "SCHEMES",
     "BasisSpec",
@@ -35,6 +39,7 @@ __all__ = [
     "LayerShape",
     "NetworkShapes",
     "basis_layouts",
+    "choices_table",
     "compare",
     "evaluate",
     "evaluate_all",
@@ -48,6 +53,7 @@ __all__ = [
     "ratios",
     "readable",
     "replica_counts",
+    "reprogram_schedules",
     "save_shapes",
     "sweep",
     "total_tiles",

@@ -1,8 +1,10 @@
 """The hardware description of the cost model (docs/method.md §2.1) and its named presets.
 
 Every constant cites its source next to its value; `docs/hardware.md` repeats them in one table. Units are SI
-(seconds, joules). Where a value is uncertain we take the one that favours the reprogramming baseline (cheap and
-fast writes), so that BasisN's advantage is never inflated; the sensitivity to it is swept in `hw-eval`.
+(seconds, joules, watts). Where a write constant is uncertain we take the value that favours the reprogramming
+baseline (cheap and fast writes), and its sensitivity is swept in `hw-eval`. Not every choice favours the
+baseline, though: docs/hardware.md section 4 lists every modelling choice with the side it favours and its
+measured size (`basisn.hardware.choices_table`).
 
 Sources (full references in docs/hardware.md):
 - ISAAC: A. Shafiee et al., "ISAAC: A Convolutional Neural Network Accelerator with In-Situ Analog Arithmetic in
@@ -28,6 +30,11 @@ Sources (full references in docs/hardware.md):
 - JEDEC JESD79-4 (DDR4 SDRAM): DDR4-3200 moves 3200 MT/s x 64 bits = 25.6 GB/s per channel.
 - ISAAC Table I also gives each tile a 64 KB eDRAM buffer on a 256-bit bus; the rate of that bus is our
   assumption (one word per ns).
+- ISAAC section V (the pipeline): layers are pipelined and replicated over the crossbars; PUMA: A. Ankit et al.,
+  "PUMA: A Programmable Ultra-efficient Memristor-based Accelerator for Machine Learning Inference", ASPLOS 2019
+  (the same spatial layer pipeline). The baseline's `reprogram_pipeline` / `reprogram_replicate` options.
+- PUMA simulator: github.com/Aayush-Ankit/puma-simulator, include/constants.py (per-unit leakage powers of a
+  core's crossbar, DAC, ADC, sample-and-hold and shift-add units).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ INT_LIMITS = {
     "dac_bits": 32,
     "verify_iters": 1_000_000,
     "digital_lanes": 1 << 20,
+    "coef_operand_bits": 64,
 }
 MEMORY_INT_LIMITS = {"sram_bytes": 1 << 40}  # 0 allowed: no on-chip buffer, everything from DRAM
 INT_FIELDS = tuple(INT_LIMITS)
@@ -63,7 +71,10 @@ ENERGY_FIELDS = (
     "e_write_iter",
     "e_sram_byte",
     "e_dram_byte",
+    "e_verify_read",
 )
+POWER_FIELDS = ("p_static_crossbar", "p_static_lanes")  # watts
+BOOL_FIELDS = ("memory", "operand_delivery", "reprogram_replicate", "reprogram_pipeline")
 BANDWIDTH_FIELDS = ("sram_bandwidth", "dram_bandwidth")  # bytes per second
 MAX_CROSSBARS = 1 << 24  # n_crossbars accepted by the cost model (16.7 million crossbars)
 MAX_BATCH = 1 << 24  # images per batch accepted by the cost model
@@ -98,9 +109,16 @@ class HardwareConfig:
     # (wupdate_control.py program_array); swept in hw-eval.
     write_crossbars: int | None = None  # crossbars written at once (write drivers / charge pumps); None: every
     # crossbar of a round at once (docs/method.md §2.1: favours the baseline). No source gives a number; swept.
+    reprogram_replicate: bool = True  # reprogram_best may copy a round's layers onto its idle crossbars (ISAAC
+    # section V replicates layers; the copies' writes are charged). False: the schedule before issue 26.
+    reprogram_pipeline: bool = True  # reprogram_best may pipeline the layers of a round (ISAAC section V, PUMA):
+    # a round computes in max_l instead of sum_l of its layers' cycles; pipeline fill and drain are not charged
+    # (favours the baseline). False: the layers of a round run one after another.
     # --- BasisN combination unit --------------------------------------------------------------------------------
     digital_lanes: int = 128  # coefficient MACs per crossbar per t_cycle: one MAC unit per crossbar clocked at
     # the rate ISAAC's ADC delivers that crossbar's outputs (128 conversions per 100 ns). Our assumption.
+    coef_operand_bits: int = 16  # width of the value a coefficient multiplies: a basis output after the
+    # shift-and-add of its bit slices and input steps. ISAAC section IV: 16-bit shift-and-add outputs.
     # --- energies (J) ------------------------------------------------------------------------------------------
     e_xbar_step: float = 80.125e-12  # array + 128 DACs + 128 S+H, one crossbar, one step. ISAAC Table I:
     # (2.4 mW + 4 mW + 0.01 mW) / 8 arrays x 100 ns = 30 + 50 + 0.125 pJ.
@@ -108,19 +126,31 @@ class HardwareConfig:
     e_shift_add: float = 0.0208e-12  # one column output shifted and added. ISAAC Table I: 0.2 mW for 4 units
     # / (8 ADCs x 1.2 GS/s) = 0.0208 pJ.
     e_coef_mac: float = 0.3e-12  # one 8-bit x 8-bit MAC (multiply + accumulate). Horowitz ISSCC 2014, 45 nm:
-    # 8-bit mult 0.2 pJ + 32-bit add 0.1 pJ (not scaled to 32 nm: favours the baseline). A b-bit uniform
-    # coefficient pays e_add + (e_coef_mac - e_add)·b/8 (a multiplier's energy grows with the product of its
-    # widths: Horowitz's 32-bit multiply, 3.1 pJ, is 15.5x the 8-bit one for 16x the width product). The digital
-    # scheme's dense MACs pay the same at weight_bits.
+    # 8-bit mult 0.2 pJ + 32-bit add 0.1 pJ (not scaled to 32 nm). A b-bit x w-bit MAC pays
+    # e_add + (e_coef_mac - e_add)·b·w/64 (a multiplier's energy grows with the product of its widths: Horowitz's
+    # 32-bit multiply, 3.1 pJ, is 15.5x the 8-bit one for 16x the width product). BasisN's coefficient MACs take
+    # w = coef_operand_bits; the digital scheme's dense MACs take weight_bits x input_bits.
     e_add: float = 0.1e-12  # the accumulate of a MAC: one 32-bit integer add. Horowitz ISSCC 2014, 45 nm.
     e_shift: float = 0.03e-12  # the shift of a pow2 coefficient (a shift and an add, no multiply): charged as one
-    # 8-bit add, Horowitz ISSCC 2014, 45 nm (our assumption for a barrel shifter on an 8-bit value; costs BasisN
+    # 8-bit add per 8 operand bits, Horowitz ISSCC 2014, 45 nm (our assumption for a barrel shifter; costs BasisN
     # more than a fixed wire shift would).
-    e_write_iter: float = 1.68e-12  # one cell, one write+verify iteration: V^2·G·t of the NeuroSim RealDevice
-    # pulse, 2 V, mid-range G = 5.24 uS, 80 ns; verify and driver energy not charged (favours the baseline).
+    e_write_iter: float = 1.68e-12  # one cell, one write pulse: V^2·G·t of the NeuroSim RealDevice pulse, 2 V,
+    # mid-range G = 5.24 uS, 80 ns; driver energy not charged (favours the baseline).
+    e_verify_read: float = 1.672e-12  # one cell, one verify read: one ISAAC ADC conversion (1.667 pJ, e_adc) plus the
+    # cell's share of one crossbar step (e_xbar_step / (128 x 128) = 0.005 pJ). ISAAC Table I.
+    # --- leakage (static power), charged while a unit is powered but idle: ISAAC's powers above are measured
+    # while busy, so busy time already includes it. Unused crossbars are power-gated (charged to no scheme).
+    p_static_crossbar: float = 3.35e-4  # W per powered crossbar with its periphery, PUMA simulator
+    # include/constants.py leakage (mW): 128 DACs x 0.000390625 + one ADC 0.2 + 128 sample-and-holds x 9.7e-7
+    # + shift-and-add 0.005 + input and output registers (128) 0.04 each = 0.335 mW (crossbar itself: 0).
+    p_static_lanes: float = 3.84e-5  # W per crossbar's digital_lanes MAC lanes: 10% of their dynamic power
+    # (128 x 0.3 pJ per 100 ns = 0.384 mW). Our assumption; no source adopted.
     # --- memory: where weights and coefficients live, what moving them costs (docs/hardware.md section 2) ------
-    memory: bool = False  # charge memory traffic (energy, and cycles bound by transfer)? False: the model before
-    # issue 16, every number of the other tables; hw-eval reports the headline ratios both ways (memory.csv).
+    memory: bool = False  # charge the reprogramming baseline's stream of rewritten weights (energy, and cycles bound
+    # by transfer)? False (favours the baseline); hw-eval reports the headline ratios both ways (memory.csv).
+    operand_delivery: bool = True  # the digital MAC lanes pay for delivering their operands, whatever `memory` says:
+    # the digital scheme its dense weights, BasisN its coefficients (SRAM when they fit, else DRAM). False: operands
+    # free for both (a labelled variant, docs/hardware.md section 4).
     sram_bytes: int = 4 * 2**20  # on-chip buffer capacity, 4 MiB. Our assumption (no chip adopted); swept in hw-eval.
     e_sram_byte: float = 12.5e-12  # one byte read from the buffer. Horowitz ISSCC 2014, 45 nm: 1 MB SRAM 100 pJ per
     # 64-bit word / 8 (a 4 MiB buffer costs more per read: favours the scheme that reads more, the baseline).
@@ -137,13 +167,18 @@ class HardwareConfig:
             value = getattr(self, name)
             if value is not None:
                 check_int(name, value, high=high, none="; or null for no limit")
-        if not isinstance(self.memory, bool):
-            raise ValueError(f"memory={self.memory!r} is not allowed; use true or false")
+        for name in BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; use true or false")
         check_int("sram_bytes", self.sram_bytes, low=0, high=MEMORY_INT_LIMITS["sram_bytes"])
         for name in BANDWIDTH_FIELDS:
             value = getattr(self, name)
             if not _is_real(value) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name}={value!r} is not allowed; use a finite bandwidth in bytes per second > 0")
+        for name in POWER_FIELDS:
+            value = getattr(self, name)
+            if not _is_real(value) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}={value!r} is not allowed; use a finite power in watts >= 0")
         for name in TIME_FIELDS:
             value = getattr(self, name)
             if not _is_real(value) or not math.isfinite(value) or value <= 0:
@@ -198,16 +233,21 @@ class HardwareConfig:
         """Passes needed to write a full row of C cells, `write_cols` at a time (1 with the default)."""
         return 1 if self.write_cols is None else -(-self.cols // self.write_cols)
 
-    def mac_energy(self, bits: int | None, quant: str = "uniform") -> float:
-        """One MAC of a `bits`-bit `quant` operand with a column/activation value (None bits: 8, as e_coef_mac).
+    def mac_energy(self, bits: int | None, quant: str = "uniform", operand_bits: int = 8) -> float:
+        """One MAC of a `bits`-bit `quant` value with an `operand_bits`-bit operand (None bits: 8, as e_coef_mac).
 
-        uniform: e_add + (e_coef_mac - e_add)·bits/8 (multiplier energy ~ width product, Horowitz ISSCC 2014);
-        pow2: e_add + e_shift (sign·2^e is a shift and an add, no multiply).
+        uniform: e_add + (e_coef_mac - e_add)·bits·operand_bits/64 (multiplier energy ~ width product, Horowitz
+        ISSCC 2014); pow2: e_add + e_shift·operand_bits/8 (sign·2^e is a shift of the operand and an add).
         """
         if quant == "pow2":
-            return self.e_add + self.e_shift
+            return self.e_add + self.e_shift * operand_bits / 8
         width = 8 if bits is None else bits
-        return self.e_add + max(0.0, self.e_coef_mac - self.e_add) * width / 8
+        return self.e_add + max(0.0, self.e_coef_mac - self.e_add) * width * operand_bits / 64
+
+    @property
+    def e_cell_program(self) -> float:
+        """Energy to program one cell: N_wv iterations of a write pulse and a verify read."""
+        return self.verify_iters * (self.e_write_iter + self.e_verify_read)
 
     @property
     def e_step(self) -> float:
@@ -259,8 +299,8 @@ PRESET_CHANGES: dict[str, dict[str, Any]] = {
     # against its worked numbers (docs/hardware.md compares them with this preset's hw-eval rows). Not a device.
     "design_prototype": {"t_write_iter": 1e-6, "verify_iters": 20},
     # NeuRRAM's array programming (wupdate_control.py `program_array`): 1 us pulses, iteration_limit=20 used here as
-    # the mean (it is a maximum: costs the baseline more; swept as `verify_iters_share`). The verify read is not
-    # charged (favours the baseline). Energy V^2·G·t: the lowest set voltage of program_array, 1.2 V, NeuroSim
+    # the mean (it is a maximum: costs the baseline more; swept as `verify_iters_share`). The verify read costs
+    # e_verify_read, as in every preset. Energy V^2·G·t: the lowest set voltage of program_array, 1.2 V, NeuroSim
     # RealDevice mid-range G = 5.24 uS (no NeuRRAM conductance adopted), 1 us -> 7.55 pJ. Rows are written whole
     # (write_cols None), although the chip's code writes one cell at a time: favours the baseline.
     "neurram": {"t_write_iter": 1e-6, "verify_iters": 20, "e_write_iter": 7.55e-12},

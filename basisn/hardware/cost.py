@@ -1,9 +1,9 @@
 """The crossbar cost model: cycles, latency, energy and EDP of every scheme of SCHEMES (docs/method.md §2).
 
 Schemes: `ideal`, `reprogram` (today's baseline), `reprogram_pingpong` (the next round written on one half of
-the crossbars while the other computes), `reprogram_best` (the cheapest of the baseline's options, replicas on
-spare crossbars when everything fits), `basisn`, and `digital` (the BasisN unit's MAC lanes running the dense
-network without crossbars, docs/method.md §2.4).
+the crossbars while the other computes), `reprogram_best` (the fastest of the baseline's options: pipelined
+rounds, rounds of whole layers with copies, replicas when everything fits), `basisn`, and `digital` (the BasisN
+unit's MAC lanes running the dense network without crossbars, docs/method.md §2.4).
 
 Pure NumPy from layer shapes alone, vectorised over layers. Names follow docs/method.md §2.2-§2.4: per layer l,
 P_l, g_l, L_l, O_l (shapes), t_l dense tiles, s_l segments; R, C, cpw, T_in, N_wv from the HardwareConfig; N
@@ -11,9 +11,12 @@ crossbars; B images per batch. Cycles are counted per batch and reported per inf
 
 The baseline's options (docs/hardware.md section 2): write parallelism (`write_cols` cells of a row and
 `write_crossbars` crossbars written at once; by default whole rows of every crossbar of a round, the cheapest
-schedule), ping-pong halves in the steady state, and replicas of layers on spare crossbars once everything fits;
-`reprogram_best` takes the fastest, at the same energy. Coefficient MACs are charged by the basis's quantizer
-(`HardwareConfig.mac_energy`: a pow2 coefficient is a shift and an add).
+schedule), ping-pong halves in the steady state, a round's layers pipelined (`reprogram_pipeline`), rounds of whole
+layers with copies on idle crossbars (`reprogram_replicate`, the copies' writes charged), and replicas of layers on
+spare crossbars once everything fits; `reprogram_best` takes the fastest (`reprogram_schedules` lists them).
+Coefficient MACs are charged by the basis's quantizer and the operand width (`HardwareConfig.mac_energy`: a pow2
+coefficient is a shift and an add); the digital lanes' operands are delivered from memory (`operand_delivery`);
+idle powered units leak (`_Leakage`).
 
 Two refinements of the docs/method.md formulas keep the properties the issue requires; both favour the baseline or
 are neutral, and docs/hardware.md explains them:
@@ -52,7 +55,7 @@ from basisn.hardware.shapes import NetworkShapes
 
 SCHEMES = ("ideal", "reprogram", "reprogram_pingpong", "reprogram_best", "basisn", "digital")
 BASELINE_OPTIONS = ("reprogram", "reprogram_pingpong", "reprogram_best")  # the reprogramming baseline's schedules
-ENERGY_TERMS = ("xbar", "adc", "shift_add", "coef_mac", "mac", "write", "memory")
+ENERGY_TERMS = ("xbar", "adc", "shift_add", "coef_mac", "mac", "write", "memory", "static")
 INT_COLUMNS = (
     "n_basis segment_len groups copies xbars_per_read basis_crossbars dense_crossbars digital_bound_layers "
     "reads_bound_layers coef_bits write_cols write_crossbars round_size"
@@ -60,7 +63,7 @@ INT_COLUMNS = (
 LAYER_COLUMNS = (
     "layer name kind P g L O macs mapped tiles copies rounds segments reads digital bound compute_cycles "
     "program_cycles cycles latency_s energy_xbar_j energy_adc_j energy_shift_add_j energy_coef_mac_j energy_mac_j "
-    "energy_write_j energy_memory_j energy_j bytes_moved transfer_cycles"
+    "energy_write_j energy_memory_j energy_static_j energy_j bytes_moved transfer_cycles"
 ).split()
 
 
@@ -129,30 +132,38 @@ class _RoundTable:
         cum_p = np.concatenate([[0], np.cumsum(tiling.P)])
         layer = tiling.layer_of_tile
         comp = cum_p[layer[stop - 1] + 1] - cum_p[layer[start]]
+        comp_max = _RangeMax(tiling.P)(layer[start], layer[stop - 1] + 1)  # a pipelined round: its slowest layer
         following = np.arange(len(owner)) + 1  # the next round of the same size, cyclic (steady state)
         following[first_block + counts - 1] = first_block
         self.n_max, self.sizes, self.owner = n_max, sizes, owner
-        self.prog, self.comp, self.following = prog, comp, following
+        self.prog, self.comp, self.comp_max, self.following = prog, comp, comp_max, following
         self.prog_sum = np.bincount(owner, weights=prog, minlength=len(sizes))
         self.comp_sum = np.bincount(owner, weights=comp, minlength=len(sizes))
-        self._costs: dict[tuple[int, int, float | None, float], tuple[np.ndarray, np.ndarray]] = {}
+        self._costs: dict[tuple[int, int, float | None, float, bool], tuple[np.ndarray, np.ndarray]] = {}
 
     def costs(
-        self, row_cycles: int, compute_cycles: int, bytes_per_cycle: float | None = None, bytes_per_weight: float = 1.0
+        self,
+        row_cycles: int,
+        compute_cycles: int,
+        bytes_per_cycle: float | None = None,
+        bytes_per_weight: float = 1.0,
+        pipelined: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(plain, ping-pong) cycles per batch for every size: writes cost `row_cycles` per write step, a round
-        `compute_cycles` per unit of P. Ping-pong: sum_r max(compute_r, writes of round r+1).
+        `compute_cycles` per unit of P (`pipelined`: of its largest P, the round's layers running at once).
+        Ping-pong: sum_r max(compute_r, writes of round r+1).
 
         With `bytes_per_cycle` (memory traffic on), a round's writes overlap the arrival of its weights only up to
         the bandwidth: its write phase is max(writes_r, transfer_r), transfer_r = ceil(bytes_r / bytes_per_cycle).
         """
-        key = (row_cycles, compute_cycles, bytes_per_cycle, bytes_per_weight)
+        key = (row_cycles, compute_cycles, bytes_per_cycle, bytes_per_weight, pipelined)
         if key not in self._costs:
             write = self.prog * row_cycles
             if bytes_per_cycle is not None:
                 write = np.maximum(write, transfer_cycles(self.round_weights * bytes_per_weight, bytes_per_cycle))
-            plain = np.bincount(self.owner, weights=write, minlength=len(self.sizes)) + self.comp_sum * compute_cycles
-            overlap = np.maximum(write[self.following], self.comp * compute_cycles)
+            comp = (self.comp_max if pipelined else self.comp) * compute_cycles
+            plain = np.bincount(self.owner, weights=write + comp, minlength=len(self.sizes))
+            overlap = np.maximum(write[self.following], comp)
             self._costs[key] = (plain, np.bincount(self.owner, weights=overlap, minlength=len(self.sizes)))
         return self._costs[key]
 
@@ -199,6 +210,7 @@ class _Tiling:
         self.macs = self.P * self.g * self.L * self.O  # per image, per layer
         self.macs_total = int(self.macs.sum())
         self._tables: dict[tuple[int | None, int | None], _RoundTable] = {}
+        self._plans: dict[tuple, Any] = {}  # layer-round schedules (_layer_rounds), per hardware and N
 
     def write_steps(self, write_cols: int | None) -> np.ndarray:
         """Row writes per tile: rows_used · ceil(cols_used / write_cols) (rows_used for whole-row writes)."""
@@ -228,12 +240,15 @@ class _Tiling:
         waves = np.maximum.reduceat(steps, np.arange(0, self.total, wave))
         return np.bincount(np.arange(len(waves)) * wave // n, weights=waves).astype(np.int64)
 
-    def round_compute(self, n: int) -> np.ndarray:
-        """sum of P_l over the layers with tiles in each round of n tiles."""
+    def round_compute(self, n: int, pipelined: bool = False) -> np.ndarray:
+        """sum of P_l (`pipelined`: max) over the layers with tiles in each round of n tiles."""
         start = np.arange(0, self.total, n)
         stop = np.minimum(start + n, self.total)
+        first, last = self.layer_of_tile[start], self.layer_of_tile[stop - 1]
+        if pipelined:
+            return _RangeMax(self.P)(first, last + 1)
         cum_p = np.concatenate([[0], np.cumsum(self.P)])
-        return cum_p[self.layer_of_tile[stop - 1] + 1] - cum_p[self.layer_of_tile[start]]
+        return cum_p[last + 1] - cum_p[first]
 
     def once_writes(self, write_cols: int | None, write_crossbars: int | None) -> int:
         """Write steps to write every tile once (one round of all tiles)."""
@@ -245,6 +260,28 @@ def _tiling(shapes: NetworkShapes, config: HardwareConfig) -> _Tiling:
     if key not in shapes._cache:
         shapes._cache[key] = _Tiling(shapes, config.rows, config.cols, config.cols_per_weight)
     return shapes._cache[key]
+
+
+@dataclass(frozen=True)
+class _Leakage:
+    """Crossbar-cycles and lane-unit-cycles a batch keeps powered, and how many of them are busy.
+
+    A crossbar is powered while a layer (or round) whose weights it holds runs, a unit of digital_lanes MAC lanes
+    while a layer it serves runs; both are power-gated otherwise (the RRAM cells keep their weights unpowered).
+    Powered but not busy, they leak (p_static_*): ISAAC's busy powers already include their leakage. So static
+    energy grows with the idle time a schedule leaves, which differs by scheme.
+    """
+
+    powered_crossbar: float  # crossbar-cycles per batch
+    busy_crossbar: float  # crossbar steps per batch
+    powered_lanes: float = 0.0  # lane-unit-cycles per batch
+    busy_lanes: float = 0.0  # MACs / digital_lanes per batch
+
+    def joules(self, config: HardwareConfig) -> float:
+        """Static joules per batch."""
+        idle_crossbar = max(self.powered_crossbar - self.busy_crossbar, 0.0)
+        idle_lanes = max(self.powered_lanes - self.busy_lanes, 0.0)
+        return (idle_crossbar * config.p_static_crossbar + idle_lanes * config.p_static_lanes) * config.t_cycle
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -344,15 +381,16 @@ def _energy_terms(
     mac_energy: np.ndarray | None = None,
     memory_energy: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """docs/method.md §2.3: steps·(e_xbar_step + C·e_adc + C·e_shift_add) + coefficient MACs + cells·N_wv·e_write_iter
-    (+ the digital scheme's dense MACs). MAC terms come in joules already (their energy depends on the operand)."""
+    """docs/method.md §2.3: steps·(e_xbar_step + C·e_adc + C·e_shift_add) + coefficient MACs + cells·e_cell_program
+    (N_wv write pulses and verify reads; + the digital scheme's dense MACs). MAC terms come in joules already
+    (their energy depends on the operands). Leakage (`static`) is added by _finish, from the latency."""
     return {
         "energy_xbar_j": steps * config.e_xbar_step,
         "energy_adc_j": steps * (config.cols * config.e_adc),
         "energy_shift_add_j": steps * (config.cols * config.e_shift_add),
         "energy_coef_mac_j": coef_mac_energy,
         "energy_mac_j": np.zeros(len(steps)) if mac_energy is None else mac_energy,
-        "energy_write_j": write_cells * (config.verify_iters * config.e_write_iter),
+        "energy_write_j": write_cells * config.e_cell_program,
         "energy_memory_j": np.zeros(len(steps)) if memory_energy is None else memory_energy,
     }
 
@@ -362,7 +400,8 @@ class MemoryTraffic:
     """The bytes a scheme moves per batch, per layer, and from where (docs/hardware.md section 2).
 
     `stored_bytes` is what must be kept for every inference; it sits in the SRAM when it fits
-    (`HardwareConfig.sram_bytes`), else in DRAM. With `memory` off the bytes are still reported, but cost nothing.
+    (`HardwareConfig.sram_bytes`), else in DRAM. Uncharged bytes (the baseline's weight stream with `memory` off,
+    operands with `memory` and `operand_delivery` off) are still reported, but cost nothing.
     """
 
     bytes_batch: np.ndarray  # per layer, per batch
@@ -373,13 +412,17 @@ class MemoryTraffic:
     bytes_per_cycle: float | None  # None with memory off
 
 
-def _traffic(config: HardwareConfig, bytes_batch: np.ndarray, stored_bytes: float, batch: int) -> MemoryTraffic:
+def _traffic(
+    config: HardwareConfig, bytes_batch: np.ndarray, stored_bytes: float, batch: int, operands: bool = False
+) -> MemoryTraffic:
+    """`operands`: the bytes are a digital unit's MAC operands (charged when `operand_delivery` or `memory` is on);
+    otherwise the baseline's rewritten weights (charged when `memory` is on)."""
     bytes_batch = np.asarray(bytes_batch, dtype=float)
     if not bytes_batch.any():
         zeros = np.zeros(len(bytes_batch))
         return MemoryTraffic(bytes_batch, stored_bytes, "none", zeros, zeros, None)
     source, e_byte, bytes_per_cycle = config.memory_source(stored_bytes)
-    if not config.memory:
+    if not (config.memory or (operands and config.operand_delivery)):
         zeros = np.zeros(len(bytes_batch))
         return MemoryTraffic(bytes_batch, stored_bytes, source, zeros, zeros, None)
     energy = bytes_batch / batch * e_byte
@@ -459,15 +502,19 @@ def _finish(
     energy: dict[str, np.ndarray],
     layer_data: dict[str, Any] | Callable[[], dict[str, Any]],
     totals_extra: dict[str, Any],
+    leak: _Leakage,
 ) -> Evaluation:
     """Totals per inference from the per-batch cycles and the per-layer per-inference energies.
 
     `layer_data` (a dict or a function returning one, for lazy evaluation) holds `cycles_batch` (per-layer cycles
-    per batch) and the other per-layer columns.
+    per batch) and the other per-layer columns. `leak` gives the static energy from the latency.
     """
     cycles = cycles_per_batch / batch
     latency = cycles * config.t_cycle
+    energy = energy | {"energy_static_j": np.zeros(len(energy["energy_xbar_j"]))}  # per layer: filled in layers()
     energy_totals = {k: float(v.sum()) for k, v in energy.items()}
+    static_j = leak.joules(config) / batch
+    energy_totals["energy_static_j"] = static_j
     energy_j = sum(energy_totals.values())
     macs = _tiling(shapes, config).macs_total
     floor_batch = _ceil_div(batch * macs * config.cols_per_weight, n * config.rows * config.cols) * config.input_steps
@@ -475,11 +522,14 @@ def _finish(
 
     def layers() -> dict[str, Any]:
         data = dict(layer_data() if callable(layer_data) else layer_data)
-        per_layer = data.pop("cycles_batch") / batch
+        cycles_batch = data.pop("cycles_batch")
+        per_layer = cycles_batch / batch
+        share = cycles_batch / cycles_per_batch if cycles_per_batch else np.zeros(len(cycles_batch))
+        layer_energy = energy | {"energy_static_j": static_j * share}  # shared by cycles: the layers sum to the total
         return (
             data
-            | energy
-            | {"cycles": per_layer, "latency_s": per_layer * config.t_cycle, "energy_j": sum(energy.values())}
+            | layer_energy
+            | {"cycles": per_layer, "latency_s": per_layer * config.t_cycle, "energy_j": sum(layer_energy.values())}
         )
 
     totals = {
@@ -492,6 +542,7 @@ def _finish(
         "write_cols": config.write_cols,
         "write_crossbars": config.write_crossbars,
         "memory": config.memory,
+        "operand_delivery": config.operand_delivery,
         "sram_bytes": config.sram_bytes,
         "n_basis": basis.n_basis if basis else None,
         "segment_len": basis.segment_len if basis else None,
@@ -523,16 +574,24 @@ def _ideal(
     batch: int,
     scheme: str = "ideal",
     copies: np.ndarray | None = None,
+    pipelined: bool = False,
+    option: str | None = None,
 ) -> Evaluation:
     """Every tile on its own crossbar, written once; layers run one after another: cycles_l = B·P_l·T_in.
 
     With `copies` (k_l copies of layer l on spare crossbars, a fitting reprogram_best): each copy computes a share
     of the B·P_l output pixels, cycles_l = ceil(B·P_l/k_l)·T_in; the crossbar steps, hence the energy, are the same.
+    `pipelined` (reprogram_best's fits_pipelined / replicated_pipelined): the layers run at once on their own
+    crossbars, a batch takes max_l cycles_l (fill and drain not charged); the total is shared among the layers in
+    proportion to their own cycles.
     """
     tiling = _tiling(shapes, config)
     t_in = config.input_steps
     copies = np.ones(len(tiling.tiles), dtype=np.int64) if copies is None else copies
     cycles_batch = _ceil_div(batch * tiling.P, copies) * t_in
+    total_cycles = int(cycles_batch.max() if pipelined else cycles_batch.sum())
+    if pipelined:
+        cycles_batch = cycles_batch * (total_cycles / cycles_batch.sum())
     steps = tiling.P * tiling.tiles * t_in  # per inference: B·P_l·t_l·T_in / B
     zeros = np.zeros(len(steps))
     energy = _energy_terms(steps, zeros, zeros, config)
@@ -540,7 +599,7 @@ def _ideal(
     used = int((tiling.tiles * copies).sum())
     once_writes = tiling.once_writes(config.write_cols, config.write_crossbars)
     once_cycles = int(once_writes * int(copies.max())) * config.row_program_cycles  # copies written in turn
-    once_energy = float((tiling.cells * copies).sum()) * config.verify_iters * config.e_write_iter
+    once_energy = float((tiling.cells * copies).sum()) * config.e_cell_program
     layer_data = {
         "cycles_batch": cycles_batch,
         "tiles": tiling.tiles,
@@ -552,18 +611,266 @@ def _ideal(
         "transfer_cycles": zeros,
     }
     replicated = bool((copies > 1).any())
+    if option is None:
+        option = "replicated" if replicated else ("fits" if scheme != "ideal" else "ideal")
     extra = {
         "crossbars_used": used,
         "tiles_total": tiling.total,
         "fits": scheme == "ideal" or tiling.total <= n,
         "rounds_total": 1,
         "round_size": None,
-        "option": "replicated" if replicated else ("fits" if scheme != "ideal" else "ideal"),
+        "option": option,
         "program_once_cycles": once_cycles,
         "program_once_energy_j": once_energy,
         **_traffic_totals(traffic, batch),
     }
-    return _finish(shapes, config, scheme, n, batch, None, int(cycles_batch.sum()), energy, layer_data, extra)
+    powered = used * total_cycles if pipelined else float((tiling.tiles * copies * cycles_batch).sum())
+    leak = _Leakage(powered, float(steps.sum()) * batch)  # a layer's crossbars powered while it runs
+    return _finish(shapes, config, scheme, n, batch, None, total_cycles, energy, layer_data, extra, leak)
+
+
+@dataclass(frozen=True)
+class _MinMax:
+    """Per prefix (row r of a group: its layers 0..r): the copies' target c, the round's compute in pixels per copy
+    summed (sequential) and at its slowest layer (pipelined), and the crossbars the copies hold."""
+
+    target: np.ndarray  # (groups, M)
+    pixels_sum: np.ndarray
+    pixels_max: np.ndarray
+    crossbars: np.ndarray
+
+
+def _copies_at(work: np.ndarray, cap: np.ndarray | None, target: Any) -> np.ndarray:
+    """k_l = min(cap_l, ceil(work_l / c)), at least 1."""
+    copies = np.ceil(work / target)
+    if cap is not None:
+        copies = np.minimum(copies, cap)
+    return np.maximum(copies, 1).astype(np.int64)
+
+
+def _minmax_copies(tiles: np.ndarray, work: np.ndarray, budget: int, cap: np.ndarray | None = None) -> _MinMax:
+    """Copies for every prefix of groups of layers that minimise max_l ceil(work_l/k_l) on `budget` crossbars: the
+    smallest target c with sum_l t_l·min(cap_l, ceil(work_l/c)) <= budget, k_l = min(cap_l, ceil(work_l/c)).
+
+    Exact for a pipelined round (its time is its slowest layer); for a sequential round a good, feasible
+    allocation (every layer at most c pixels per copy). `tiles`, `work` (and `cap`, at most that many copies of a
+    layer) are (groups, M): groups of M layers, zeros padding a shorter group; every prefix must fit uncopied
+    (sum t_l <= budget).
+
+    Prefix by prefix, all groups at once: c only grows as a layer joins, so the previous prefix's c is tried first
+    (it fits most of the time) and a binary search runs only where it does not, between bounds from
+    sum t·ceil(w/c) in [sum t·w/c, sum t·w/c + sum t] (the lower one only without caps).
+    """
+    groups, size = tiles.shape
+    # floats: work <= MAX_BATCH x P stays far below 2^52, where ceil of a float quotient is exact
+    work_f, tiles_f = work.astype(float), tiles.astype(float)
+    cap_f = None if cap is None else cap.astype(float)
+    result = _MinMax(*(np.zeros((groups, size)) for _ in range(4)))
+    previous = np.ones(groups)
+    everyone = np.arange(groups)
+    for r in range(size):
+        w, t = work_f[:, : r + 1], tiles_f[:, : r + 1]
+        k_cap = None if cap_f is None else cap_f[:, : r + 1]
+
+        def need(c: np.ndarray, rows: np.ndarray, w=w, t=t, k_cap=k_cap) -> np.ndarray:
+            return (t[rows] * _copies_at(w[rows], None if k_cap is None else k_cap[rows], c[:, None])).sum(axis=1)
+
+        area, held = (t * w).sum(axis=1), t.sum(axis=1)
+        high = np.maximum(w.max(axis=1), 1)  # one copy each: always fits
+        spare = budget - held
+        high = np.maximum(np.where(spare > 0, np.minimum(high, np.ceil(area / np.maximum(spare, 1))), high), 1)
+        low = np.maximum(np.ceil(area / budget) - 1, 0) if cap is None else np.zeros(groups)
+        low = np.maximum(low, previous - 1)  # below the previous prefix's c nothing fits
+        first = np.minimum(np.maximum(previous, 1), high)
+        high = np.where(need(first, everyone) <= budget, first, high)
+        rows = np.flatnonzero(high - low > 1)
+        while len(rows):
+            mid = np.floor((low[rows] + high[rows]) / 2)
+            ok = need(mid, rows) <= budget
+            high[rows[ok]] = mid[ok]
+            low[rows[~ok]] = mid[~ok]
+            rows = rows[high[rows] - low[rows] > 1]
+        copies = _copies_at(w, k_cap, high[:, None])
+        pixels = np.where(w > 0, np.ceil(w / copies), 0)
+        result.target[:, r], result.crossbars[:, r] = high, (copies * t).sum(axis=1)
+        result.pixels_sum[:, r], result.pixels_max[:, r] = pixels.sum(axis=1), pixels.max(axis=1)
+        previous = high
+    return result
+
+
+@dataclass(frozen=True)
+class _LayerRounds:
+    """A schedule of rounds of whole layers (a layer larger than N alone, in rounds of N tiles), each round's spare
+    crossbars holding copies of its layers. Per layer, per batch: copies, rounds, compute and exposed writes."""
+
+    cycles: int  # per batch
+    crossbars_used: int  # the most crossbars a round holds
+    powered: float  # crossbar-cycles: each round's crossbars for its duration
+    copies: np.ndarray
+    rounds: np.ndarray
+    compute: np.ndarray
+    program: np.ndarray
+    rounds_total: int
+
+
+def _big_layer_writes(
+    tiling: _Tiling, config: HardwareConfig, layers: np.ndarray, n: int, bytes_per_cycle: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(write cycles, rounds) of each layer of `layers` (each larger than N) split alone in rounds of N tiles (of
+    whole waves of write_crossbars when N is larger), written in waves as `reprogram`, all layers at once."""
+    if not len(layers):
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    tile = np.concatenate([np.arange(tiling.first[i], tiling.last[i] + 1) for i in layers])
+    owner = np.repeat(np.arange(len(layers)), tiling.tiles[layers])
+    local = tile - tiling.first[layers][owner]
+    wave = n if config.write_crossbars is None else min(n, config.write_crossbars)
+    chunk = n // wave * wave  # whole waves (a partial wave would only add a wave), as the round table's sizes
+    rounds_of = _ceil_div(tiling.tiles[layers], chunk)
+    first_round = np.cumsum(rounds_of) - rounds_of
+    round_id = first_round[owner] + local // chunk  # rounds numbered over all the layers
+    wave_id = round_id * (chunk // wave) + (local % chunk) // wave  # waves start again in each round
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(wave_id)) + 1])
+    steps = tiling.write_steps(config.write_cols)[tile]
+    rows = np.bincount(round_id[bounds], weights=np.maximum.reduceat(steps, bounds), minlength=int(rounds_of.sum()))
+    writes = rows * config.row_program_cycles
+    if bytes_per_cycle is not None:
+        round_bytes = np.bincount(round_id, weights=tiling.tile_weights[tile]) * (config.weight_bits / 8)
+        writes = np.maximum(writes, transfer_cycles(round_bytes, bytes_per_cycle))
+    return np.bincount(np.repeat(np.arange(len(layers)), rounds_of), weights=writes), rounds_of
+
+
+@dataclass(frozen=True)
+class _RoundGroups:
+    """Every candidate round of whole layers on N crossbars for a batch: group i holds layers [i, i + length_i)
+    (those fitting in N together), row r its first r+1 layers, with their min-max copies and compute. Without a
+    `write_crossbars` limit it does not depend on the write constants, so one build serves every write sweep;
+    cached on the tiling."""
+
+    tiles: np.ndarray  # per layer
+    work: np.ndarray  # B·P_l per layer
+    valid: np.ndarray  # (count, size): prefix r of group i exists
+    clipped: np.ndarray  # (count, size): the layer index of each entry (clipped to the last layer)
+    cap: np.ndarray | None  # per layer: at most that many copies (None: no limit)
+    target: np.ndarray  # (count, size): the copies' target c of each prefix (_minmax_copies)
+    crossbars: np.ndarray  # (count, size): crossbars a prefix holds with its copies
+    compute: np.ndarray  # (count, size): sequential compute of a prefix
+    compute_pipelined: np.ndarray  # (count, size): its slowest layer
+    big: np.ndarray  # layers with more than N tiles
+
+
+def _layer_wave_rows(tiling: _Tiling, write_cols: int | None, write_crossbars: int) -> np.ndarray:
+    """Write steps of each layer written alone in waves of `write_crossbars` consecutive tiles: sum of wave maxima."""
+    local = np.arange(tiling.total) - tiling.first[tiling.layer_of_tile]
+    wave_id = tiling.layer_of_tile * (int(tiling.tiles.max()) + 1) + local // write_crossbars
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(wave_id)) + 1])
+    waves = np.maximum.reduceat(tiling.write_steps(write_cols), bounds)
+    return np.bincount(tiling.layer_of_tile[bounds], weights=waves, minlength=len(tiling.tiles))
+
+
+def _round_groups(
+    tiling: _Tiling, n: int, batch: int, t_in: int, write_cols: int | None, write_crossbars: int | None
+) -> _RoundGroups:
+    """With `write_crossbars` w, a round writes its layers one after another in waves of w (`_layer_wave_rows`), and
+    a layer's copies only fill the waves its own tiles need (at most ceil(t/w)·w crossbars), and only when every
+    such wave is written at the layer's tallest tile: a copy never adds write time, so more crossbars never slow a
+    round down."""
+    key = ("groups", n, batch, t_in, write_cols if write_crossbars else None, write_crossbars)
+    if key in tiling._plans:
+        return tiling._plans[key]
+    tiles, work = tiling.tiles.astype(np.int64), (batch * tiling.P).astype(np.int64)
+    count = len(tiles)
+    cum_tiles = np.concatenate([[0], np.cumsum(tiles)])
+    lengths = np.searchsorted(cum_tiles, cum_tiles[:-1] + n, side="right") - 1 - np.arange(count)
+    size = max(int(lengths.max()), 1)
+    index = np.arange(count)[:, None] + np.arange(size)[None, :]
+    valid = np.arange(size)[None, :] < lengths[:, None]
+    clipped = np.minimum(index, count - 1)
+    group_tiles, group_work = np.where(valid, tiles[clipped], 0), np.where(valid, work[clipped], 0)
+    cap = None
+    if write_crossbars is not None:
+        waves = _ceil_div(tiles, write_crossbars)
+        tallest = np.maximum.reduceat(tiling.write_steps(write_cols), tiling.first)
+        even = _layer_wave_rows(tiling, write_cols, write_crossbars) == waves * tallest
+        cap = np.where(even, np.maximum(waves * write_crossbars // tiles, 1), 1)
+    group_cap = None if cap is None else np.where(valid, cap[clipped], 1)
+    minmax = _minmax_copies(group_tiles, group_work, n, group_cap)
+    groups = _RoundGroups(tiles, work, valid, clipped, cap, minmax.target, minmax.crossbars,
+                          minmax.pixels_sum * t_in, minmax.pixels_max * t_in, np.flatnonzero(lengths == 0))  # fmt: skip
+    tiling._plans[key] = groups
+    return groups
+
+
+def _layer_rounds(
+    tiling: _Tiling, config: HardwareConfig, n: int, batch: int, pipelined: bool, bytes_per_cycle: float | None
+) -> _LayerRounds:
+    """The fastest split of the layers into consecutive rounds of whole layers with copies (dynamic programming).
+
+    A round of layers [i, j) fitting in N: copies from _minmax_copies (_round_groups); its writes are the largest
+    write steps of its layers (every crossbar, copies included, written at once), or with `write_crossbars` its
+    layers' waves one after another, at least the transfer of its weights when memory is charged; its compute
+    sum_l (pipelined: max_l) ceil(B·P_l/k_l)·T_in. A layer with more than N tiles is split in rounds of N tiles like
+    `reprogram` (no copies). Cached on the tiling.
+    """
+    key = (config.write_cols, config.write_crossbars, config.row_program_cycles, config.input_steps,
+           config.weight_bits, bytes_per_cycle, n, batch, pipelined)  # fmt: skip
+    if key in tiling._plans:
+        return tiling._plans[key]
+    t_in, rpc, wc = config.input_steps, config.row_program_cycles, config.write_crossbars
+    groups = _round_groups(tiling, n, batch, t_in, config.write_cols, wc)
+    tiles, work, valid, clipped = groups.tiles, groups.work, groups.valid, groups.clipped
+    count = len(tiles)
+    layer_steps = np.maximum.reduceat(tiling.write_steps(config.write_cols), tiling.first)
+    layer_bytes = tiling.weights * (config.weight_bits / 8)
+    if wc is None:  # every crossbar of the round at once: its tallest tile
+        rows = np.maximum.accumulate(np.where(valid, layer_steps[clipped], 0), axis=1)
+    else:  # layer by layer, each in its own waves (copies fill those waves)
+        rows = np.cumsum(np.where(valid, _layer_wave_rows(tiling, config.write_cols, wc)[clipped], 0), axis=1)
+    writes = rows * rpc
+    if bytes_per_cycle is not None:
+        writes = np.maximum(writes, transfer_cycles(np.cumsum(np.where(valid, layer_bytes[clipped], 0), axis=1),
+                                                    bytes_per_cycle))  # fmt: skip
+    big_writes, big_rounds = _big_layer_writes(tiling, config, groups.big, n, bytes_per_cycle)
+    big = {int(i): (float(w), int(r)) for i, w, r in zip(groups.big, big_writes, big_rounds)}
+    compute = groups.compute_pipelined if pipelined else groups.compute
+    cost = np.full((count + 1, count + 1), np.inf)  # cost[i, j]: one round of layers [i, j)
+    starts, prefix = np.nonzero(valid)
+    cost[starts, starts + prefix + 1] = (writes + compute)[starts, prefix]
+    for i, (big_write, rounds) in big.items():
+        cost[i, i + 1] = big_write + rounds * work[i] * t_in
+    best = np.full(count + 1, np.inf)
+    best[0] = 0.0
+    start_of = np.zeros(count + 1, dtype=np.int64)
+    for j in range(1, count + 1):
+        candidates = best[:j] + cost[:j, j]
+        start_of[j] = int(np.argmin(candidates))
+        best[j] = candidates[start_of[j]]
+    copies_l, rounds_l = np.ones(count, dtype=np.int64), np.ones(count, dtype=np.int64)
+    compute_l, program_l = np.zeros(count), np.zeros(count)
+    j, rounds_total, used, powered = count, 0, 0, 0.0
+    while j > 0:  # walk the chosen rounds back
+        i = int(start_of[j])
+        if i in big:
+            big_write, rounds = big[i]
+            rounds_l[i], compute_l[i], program_l[i] = rounds, cost[i, j] - big_write, big_write
+            rounds_total += rounds
+            held = min(int(tiles[i]), n if wc is None or wc >= n else n // wc * wc)
+        else:
+            k = _copies_at(work[i:j].astype(float), None if groups.cap is None else groups.cap[i:j],
+                           groups.target[i, j - i - 1])  # fmt: skip
+            layer_times = _ceil_div(work[i:j], k) * t_in
+            round_compute = compute[i, j - i - 1]
+            held_l = k * tiles[i:j]
+            copies_l[i:j] = k
+            compute_l[i:j] = layer_times * (round_compute / layer_times.sum())  # shared by the layers' own cycles
+            program_l[i:j] = writes[i, j - i - 1] * held_l / held_l.sum()
+            rounds_total += 1
+            held = int(held_l.sum())
+        used, powered = max(used, held), powered + held * cost[i, j]
+        j = i
+    tiling._plans[key] = _LayerRounds(
+        int(round(best[count])), used, powered, copies_l, rounds_l, compute_l, program_l, rounds_total
+    )
+    return tiling._plans[key]
 
 
 def replica_counts(shapes: NetworkShapes, config: HardwareConfig, n_crossbars: int, batch: int = 1) -> np.ndarray:
@@ -604,103 +911,239 @@ def replica_counts(shapes: NetworkShapes, config: HardwareConfig, n_crossbars: i
     return copies
 
 
+FITTING_OPTIONS = ("fits", "replicated", "fits_pipelined", "replicated_pipelined")
+ROUND_OPTIONS = (
+    "plain",
+    "pingpong",
+    "plain_pipelined",
+    "pingpong_pipelined",
+    "layer_rounds",
+    "layer_rounds_pipelined",
+)
+
+
+def _fitting_options(
+    shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, scheme: str
+) -> dict[str, tuple[int, np.ndarray | None, bool]]:
+    """option -> (cycles per batch, copies, pipelined) when every tile fits: the ideal mapping, and for
+    reprogram_best its replicas on the spare crossbars (`replica_counts`) and, with `reprogram_pipeline`, the
+    layers pipelined (without copies, and with min-max copies)."""
+    tiling = _tiling(shapes, config)
+    work = batch * tiling.P
+
+    def cycles(copies: np.ndarray | None, pipelined: bool) -> int:
+        per_layer = _ceil_div(work, 1 if copies is None else copies) * config.input_steps
+        return int(per_layer.max() if pipelined else per_layer.sum())
+
+    options = {"fits": (cycles(None, False), None, False)}
+    if scheme != "reprogram_best":
+        return options
+    replicas = replica_counts(shapes, config, n, batch)
+    options["replicated"] = (cycles(replicas, False), replicas, False)
+    if config.reprogram_pipeline:
+        options["fits_pipelined"] = (cycles(None, True), None, True)
+        target = _minmax_copies(tiling.tiles[None, :].astype(np.int64), work[None, :].astype(np.int64), n).target
+        minmax = _copies_at(work.astype(float), None, target[0, -1])
+        options["replicated_pipelined"] = (cycles(minmax, True), minmax, True)
+    return options
+
+
+def _round_options(
+    tiling: _Tiling, config: HardwareConfig, n: int, batch: int, scheme: str, traffic: MemoryTraffic
+) -> dict[str, tuple[float, Any]]:
+    """option -> (cycles per batch, round size N' or a _LayerRounds plan) when the tiles do not fit.
+
+    reprogram: plain rounds; reprogram_pingpong: ping-pong halves; reprogram_best: both, each also with the
+    layers of a round pipelined (`reprogram_pipeline`). Among equal costs the largest N' is taken. (_options adds
+    the rounds of whole layers with copies.)
+    """
+    best = scheme == "reprogram_best"
+    table = tiling.table(config.write_cols, config.write_crossbars, n)
+    options: dict[str, tuple[float, Any]] = {}
+    for pipelined in (False, True) if best and config.reprogram_pipeline else (False,):
+        plain, overlap = table.costs(
+            config.row_program_cycles,
+            batch * config.input_steps,
+            traffic.bytes_per_cycle,
+            config.weight_bits / 8,
+            pipelined,
+        )
+        suffix = "_pipelined" if pipelined else ""
+        for name, costs, limit in (("plain", plain, n), ("pingpong", overlap, n // 2)):
+            wanted = name == "plain" and (scheme != "reprogram_pingpong" or n < 2)  # one crossbar has no halves
+            wanted |= name == "pingpong" and scheme != "reprogram" and n >= 2
+            if wanted:
+                fit = np.flatnonzero(table.sizes <= limit)
+                i = fit[np.flatnonzero(costs[fit] == costs[fit].min())[-1]]  # the largest N' among the cheapest
+                options[name + suffix] = (float(costs[i]), int(table.sizes[i]))
+    return options
+
+
+def _options(
+    shapes: NetworkShapes,
+    tiling: _Tiling,
+    config: HardwareConfig,
+    n: int,
+    batch: int,
+    scheme: str,
+    traffic: MemoryTraffic,
+    every: bool = False,
+) -> dict[str, tuple]:
+    """The schedules a scheme chooses from at N: the fitting ones when every tile fits, else the round ones. When
+    everything fits, reprogram_best may still rewrite rounds of whole layers with more copies every batch (cheap
+    writes can make that faster), so that a larger N never loses a schedule a smaller one had.
+
+    reprogram_best's rounds of whole layers with copies (`reprogram_replicate`) come pipelined too when
+    `reprogram_pipeline` is on; then sequential layer rounds are never faster (same copies and writes, sum >= max),
+    so they are planned only for `every` (reprogram_schedules)."""
+    if tiling.total > n:
+        options: dict[str, tuple] = dict(_round_options(tiling, config, n, batch, scheme, traffic))
+    else:
+        options = dict(_fitting_options(shapes, config, n, batch, scheme))
+    # a lower bound on any layer-round schedule: its writes, at least one round per N tiles each writing at least
+    # the shortest layer's rows, and at least the tallest layer's rows (some round holds it), then every crossbar
+    # step shared by N crossbars. Only a schedule that could beat the best option is planned (an exact shortcut).
+    tallest = np.maximum.reduceat(tiling.write_steps(config.write_cols), tiling.first)
+    rows = max(_ceil_div(tiling.total, n) * int(tallest.min()), int(tallest.max()))
+    bound = rows * config.row_program_cycles
+    bound += float((tiling.tiles * tiling.P).sum()) * batch * config.input_steps / n
+    promising = every or bound < min(value[0] for value in options.values())
+    if scheme == "reprogram_best" and config.reprogram_replicate and promising:
+        for pipelined in (False, True) if config.reprogram_pipeline else (False,):
+            if not pipelined and config.reprogram_pipeline and not every:
+                continue
+            plan = _layer_rounds(tiling, config, n, batch, pipelined, traffic.bytes_per_cycle)
+            options["layer_rounds" + ("_pipelined" if pipelined else "")] = (float(plan.cycles), plan)
+    return options
+
+
+def reprogram_schedules(
+    shapes: NetworkShapes, config: HardwareConfig, n_crossbars: int, batch: int = 1
+) -> dict[str, float]:
+    """Cycles per inference of every schedule reprogram_best chooses from (FITTING_OPTIONS or ROUND_OPTIONS, those
+    the config enables): to see what each option buys the baseline."""
+    check_int("n_crossbars", n_crossbars, high=MAX_CROSSBARS)
+    check_int("batch", batch, high=MAX_BATCH)
+    tiling = _tiling(shapes, config)
+    weight_bytes = dense_weight_bytes(shapes, config)
+    traffic = _traffic(config, weight_bytes, float(weight_bytes.sum()), batch)
+    options = _options(shapes, tiling, config, n_crossbars, batch, "reprogram_best", traffic, every=True)
+    return {name: value[0] / batch for name, value in options.items()}
+
+
+def _round_plan(
+    tiling: _Tiling, config: HardwareConfig, size: int, batch: int, option: str, traffic: MemoryTraffic
+) -> dict[str, Any]:
+    """Per layer, per batch: rounds, copies, compute and exposed writes of the table option `option` on rounds of
+    `size` tiles (each round's exposed writes go to the layers of the round being written, by their tiles)."""
+    t_in, rpc, pipelined = config.input_steps, config.row_program_cycles, option.endswith("_pipelined")
+    rounds = tiling.rounds(size)
+    compute_batch = rounds * tiling.P * (batch * t_in)
+    comp_round = tiling.round_compute(size, pipelined) * (batch * t_in)
+    if pipelined:  # a round's compute shared by its layers in proportion to their own cycles
+        compute_batch = compute_batch * (comp_round.sum() / compute_batch.sum())
+    prog_round = tiling.round_writes(size, config.write_cols, config.write_crossbars) * rpc
+    if traffic.bytes_per_cycle is not None:  # a round's writes wait for its weights (bandwidth-bound)
+        bounds = np.minimum(np.arange(0, tiling.total + size, size), tiling.total)
+        cum = np.concatenate([[0], np.cumsum(tiling.tile_weights)])
+        round_bytes = np.diff(cum[np.unique(bounds)]) * (config.weight_bits / 8)
+        prog_round = np.maximum(prog_round, transfer_cycles(round_bytes, traffic.bytes_per_cycle))
+    if option.startswith("plain"):
+        exposed, written = prog_round, np.arange(len(prog_round))  # writes of round r, before it computes
+    else:
+        written = np.roll(np.arange(len(prog_round)), -1)
+        exposed = np.maximum(prog_round[written] - comp_round, 0)  # writes of r+1 not hidden by compute of r
+    # each round's exposed writes go to the layers of the round being written, in proportion to their tiles
+    round_of_tile = np.arange(tiling.total) // size
+    share = np.zeros(len(prog_round))
+    share[written] = exposed
+    per_tile = share[round_of_tile] / np.bincount(round_of_tile)[round_of_tile]
+    program_layer = np.bincount(tiling.layer_of_tile, weights=per_tile, minlength=len(rounds))
+    return {"rounds": rounds, "copies": np.ones(len(rounds), dtype=np.int64), "compute": compute_batch,
+            "program": program_layer}  # fmt: skip
+
+
 def _reprogram(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, scheme: str) -> Evaluation:
     """N crossbars, tiles written round after round (docs/method.md §2.2), best greedy packing on N' <= N crossbars.
 
     reprogram: cycles = sum_r prog_r + sum_l rounds_l·B·P_l·T_in, prog_r = (write steps of round r)·N_wv·
     ceil(t_wi/t_cycle). reprogram_pingpong: two halves of N' <= N/2 crossbars; round r+1 is written on one half
     while round r computes on the other: sum_r max(compute_r, prog_{r+1}) in the steady state (the next batch's
-    first round is written during this batch's last). reprogram_best: the cheaper of the two, and when every tile
-    fits, the ideal mapping with replicas on the spare crossbars (`replica_counts`). Energy is the same for all.
+    first round is written during this batch's last). reprogram_best: the fastest of the options of `_options`.
+    Energy: every cell written once per batch (layer rounds: every copy), the same crossbar steps.
     """
     tiling = _tiling(shapes, config)
-    if tiling.total <= n:  # everything fits: written once, then it is the ideal mapping (+ replicas at its best)
-        copies = replica_counts(shapes, config, n, batch) if scheme == "reprogram_best" else None
-        return _ideal(shapes, config, n, batch, scheme=scheme, copies=copies)
-    t_in, rpc = config.input_steps, config.row_program_cycles
     weight_bytes = dense_weight_bytes(shapes, config)
     traffic = _traffic(config, weight_bytes, float(weight_bytes.sum()), batch)  # every weight, once per batch
-    table = tiling.table(config.write_cols, config.write_crossbars, n)
-    plain, overlap = table.costs(rpc, batch * t_in, traffic.bytes_per_cycle, config.weight_bits / 8)
-    options = []
-    if scheme in ("reprogram", "reprogram_best") or n < 2:  # one crossbar has no halves: plain rounds
-        fit = np.flatnonzero(table.sizes <= n)
-        cost = plain[fit]
-        i = fit[np.flatnonzero(cost == cost.min())[-1]]  # the largest N' among the cheapest
-        options.append((float(plain[i]), "plain", int(table.sizes[i])))
-    if scheme in ("reprogram_pingpong", "reprogram_best") and n >= 2:
-        fit = np.flatnonzero(table.sizes <= n // 2)
-        cost = overlap[fit]
-        i = fit[np.flatnonzero(cost == cost.min())[-1]]
-        options.append((float(overlap[i]), "pingpong", int(table.sizes[i])))
-    cost, option, size = min(options, key=lambda o: o[0])  # ties: plain (listed first)
+    options = _options(shapes, tiling, config, n, batch, scheme, traffic)
+    option = min(options, key=lambda name: options[name][0])  # ties: the first listed
+    if option in FITTING_OPTIONS:  # written once, then it is the ideal mapping (+ copies, pipelining)
+        _, copies, pipelined = options[option]
+        return _ideal(shapes, config, n, batch, scheme=scheme, copies=copies, pipelined=pipelined, option=option)
+    t_in = config.input_steps
+    cost, chosen = options[option]
     steps = tiling.P * tiling.tiles * t_in
-    energy = _energy_terms(steps, np.zeros(len(steps)), tiling.cells / batch, config, memory_energy=traffic.energy)
+    copies = chosen.copies if isinstance(chosen, _LayerRounds) else np.ones(len(steps), dtype=np.int64)
+    energy = _energy_terms(
+        steps, np.zeros(len(steps)), tiling.cells * copies / batch, config, memory_energy=traffic.energy
+    )
 
     def layer_data() -> dict[str, Any]:
-        rounds = tiling.rounds(size)
-        compute_batch = rounds * tiling.P * (batch * t_in)
-        prog_round = tiling.round_writes(size, config.write_cols, config.write_crossbars) * rpc
-        if traffic.bytes_per_cycle is not None:  # a round's writes wait for its weights (bandwidth-bound)
-            bounds = np.minimum(np.arange(0, tiling.total + size, size), tiling.total)
-            cum = np.concatenate([[0], np.cumsum(tiling.tile_weights)])
-            round_bytes = np.diff(cum[np.unique(bounds)]) * (config.weight_bits / 8)
-            prog_round = np.maximum(prog_round, transfer_cycles(round_bytes, traffic.bytes_per_cycle))
-        if option == "plain":
-            exposed, written = prog_round, np.arange(len(prog_round))  # writes of round r, before it computes
+        if isinstance(chosen, _LayerRounds):
+            plan = {"rounds": chosen.rounds, "copies": chosen.copies, "compute": chosen.compute,
+                    "program": chosen.program}  # fmt: skip
         else:
-            comp_round = tiling.round_compute(size) * (batch * t_in)
-            written = np.roll(np.arange(len(prog_round)), -1)
-            exposed = np.maximum(prog_round[written] - comp_round, 0)  # writes of r+1 not hidden by compute of r
-        # each round's exposed writes go to the layers of the round being written, in proportion to their tiles
-        round_of_tile = np.arange(tiling.total) // size
-        share = np.zeros(len(prog_round))
-        share[written] = exposed
-        per_tile = share[round_of_tile] / np.bincount(round_of_tile)[round_of_tile]
-        program_layer = np.bincount(tiling.layer_of_tile, weights=per_tile, minlength=len(rounds))
+            plan = _round_plan(tiling, config, chosen, batch, option, traffic)
         return {
-            "cycles_batch": compute_batch + program_layer,
+            "cycles_batch": plan["compute"] + plan["program"],
             "tiles": tiling.tiles,
-            "copies": np.ones(len(rounds), dtype=np.int64),
-            "rounds": rounds,
-            "compute_cycles": compute_batch / batch,
-            "program_cycles": program_layer / batch,
+            "copies": plan["copies"],
+            "rounds": plan["rounds"],
+            "compute_cycles": plan["compute"] / batch,
+            "program_cycles": plan["program"] / batch,
             "bytes_moved": traffic.bytes_batch / batch,
             "transfer_cycles": traffic.transfer_batch / batch,
         }
 
+    if isinstance(chosen, _LayerRounds):
+        used, size, rounds_total = chosen.crossbars_used, None, chosen.rounds_total
+    else:
+        used, size = chosen * (2 if option.startswith("pingpong") else 1), chosen
+        rounds_total = _ceil_div(tiling.total, chosen)
     extra = {
-        "crossbars_used": size * (2 if option == "pingpong" else 1),
+        "crossbars_used": used,
         "tiles_total": tiling.total,
         "fits": False,
-        "rounds_total": _ceil_div(tiling.total, size),
+        "rounds_total": rounds_total,
         "round_size": size,
         "option": option,
         "program_once_cycles": 0,
         "program_once_energy_j": 0.0,
         **_traffic_totals(traffic, batch),
     }
-    return _finish(shapes, config, scheme, n, batch, None, int(round(cost)), energy, layer_data, extra)
+    powered = chosen.powered if isinstance(chosen, _LayerRounds) else used * cost  # a round's crossbars, while it runs
+    leak = _Leakage(float(powered), float(steps.sum()) * batch)
+    return _finish(shapes, config, scheme, n, batch, None, int(round(cost)), energy, layer_data, extra, leak)
 
 
 def _digital(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int) -> Evaluation:
     """docs/method.md §2.4 `digital`: the N·digital_lanes MAC lanes BasisN is given run the dense network, no crossbars.
 
-    cycles_l = ceil(B·MACs_l / (N·digital_lanes)); energy MACs_l·mac_energy(weight_bits). Weight storage and its
-    reads are charged only with `memory` on (every dense weight once per batch; a layer is bound by
-    max(MAC cycles, transfer cycles)); the crossbars' writes are not (there are none).
+    cycles_l = ceil(B·MACs_l / (N·digital_lanes)); energy MACs_l·mac_energy(weight_bits, input_bits). Its operands,
+    the dense weights, are delivered from the SRAM (DRAM when they do not fit) once per batch, with
+    `operand_delivery` or `memory` on (a layer is bound by max(MAC cycles, transfer cycles)); there are no crossbars
+    and no writes. The N units of lanes leak while idle.
     """
     tiling = _tiling(shapes, config)
     macs = tiling.macs
     weight_bytes = dense_weight_bytes(shapes, config)
-    traffic = _traffic(config, weight_bytes, float(weight_bytes.sum()), batch)
+    traffic = _traffic(config, weight_bytes, float(weight_bytes.sum()), batch, operands=True)
     cycles_batch = np.maximum(_ceil_div(batch * macs, n * config.digital_lanes), traffic.transfer_batch).astype(
         np.int64
     )
     zeros = np.zeros(len(macs))
-    energy = _energy_terms(
-        zeros, zeros, zeros, config, macs * config.mac_energy(config.weight_bits), memory_energy=traffic.energy
-    )
+    mac_j = config.mac_energy(config.weight_bits, operand_bits=config.input_bits)
+    energy = _energy_terms(zeros, zeros, zeros, config, macs * mac_j, memory_energy=traffic.energy)
     layer_data = {
         "cycles_batch": cycles_batch,
         "tiles": np.zeros(len(macs), dtype=np.int64),
@@ -723,7 +1166,8 @@ def _digital(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int) 
         "digital_cycles": float(cycles_batch.sum()) / batch,
         **_traffic_totals(traffic, batch),
     }
-    return _finish(shapes, config, "digital", n, batch, None, int(cycles_batch.sum()), energy, layer_data, extra)
+    leak = _Leakage(0.0, 0.0, float(n * cycles_batch.sum()), float(macs.sum()) * batch / config.digital_lanes)
+    return _finish(shapes, config, "digital", n, batch, None, int(cycles_batch.sum()), energy, layer_data, extra, leak)
 
 
 @dataclass(frozen=True)
@@ -793,11 +1237,11 @@ class _BasisnWork:
         mapped = shapes.arrays()["mapped"]
         t_in = config.input_steps
         active = basis.group_size
-        mac_energy = config.mac_energy(basis.coef_bits, basis.coef_quant)
+        mac_energy = config.mac_energy(basis.coef_bits, basis.coef_quant, config.coef_operand_bits)
         segments = batch * tiling.P * tiling.g * _ceil_div(tiling.L, basis.segment_len)
         dense_cycles = batch * tiling.P * t_in
         coef_bytes = coefficient_bytes(shapes, basis, config)  # read once per batch; layers kept dense move nothing
-        traffic = _traffic(config, coef_bytes, float(coef_bytes.sum()), batch)
+        traffic = _traffic(config, coef_bytes, float(coef_bytes.sum()), batch, operands=True)
         return cls(config, batch, tiling, mapped, t_in, active, mac_energy, segments, dense_cycles, traffic)
 
     def run(self, layout: BasisLayout) -> tuple[int, int, float, dict[str, Any]]:
@@ -814,7 +1258,8 @@ class _BasisnWork:
             steps, macs * self.mac_energy, np.zeros(len(steps)), config, memory_energy=traffic.energy
         )
         total_energy = float(sum(v.sum() for v in energy.values()))
-        data = {"reads": reads, "digital": digital, "cycles_batch": cycles, "energy": energy}
+        data = {"reads": reads, "digital": digital, "cycles_batch": cycles, "energy": energy, "steps": steps,
+                "macs": macs}  # fmt: skip
         return int(cycles.sum()), int(np.where(mapped, reads, 0).sum()), total_energy, data
 
     def bound(self, data: dict[str, Any]) -> np.ndarray:
@@ -851,7 +1296,7 @@ class _BasisnWork:
         return {
             "crossbars_used": used,
             "program_once_cycles": max(basis_rows, dense_rows) * waves * config.row_program_cycles,
-            "program_once_energy_j": once_cells * config.verify_iters * config.e_write_iter,
+            "program_once_energy_j": once_cells * config.e_cell_program,
         }
 
 
@@ -894,9 +1339,16 @@ def _basisn(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int, b
         **_traffic_totals(work.traffic, batch),
     }
     layer_data = work.layer_data(data, bound)
-    return _finish(
-        shapes, config, "basisn", n, batch, basis, int(data["cycles_batch"].sum()), data["energy"], layer_data, extra
+    # the basis crossbars and their lanes (and the crossbars of layers kept dense) leak while idle
+    cycles_batch = int(data["cycles_batch"].sum())
+    per_layer = data["cycles_batch"]
+    leak = _Leakage(
+        float((np.where(mapped, layout.in_use, tiling.tiles) * per_layer).sum()),
+        float(data["steps"].sum()) * batch,
+        float((np.where(mapped, layout.in_use, 0) * per_layer).sum()),
+        float(data["macs"].sum()) * batch / config.digital_lanes,
     )
+    return _finish(shapes, config, "basisn", n, batch, basis, cycles_batch, data["energy"], layer_data, extra, leak)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1099,11 +1551,19 @@ def sweep(
 
 
 _DEFAULT = HardwareConfig()
-_BASELINE_UNUSED = {name: getattr(_DEFAULT, name) for name in ("digital_lanes", "e_coef_mac", "e_add", "e_shift")}
+_BASELINE_UNUSED = {
+    name: getattr(_DEFAULT, name)
+    for name in ("digital_lanes", "e_coef_mac", "e_add", "e_shift", "coef_operand_bits", "operand_delivery",
+                 "p_static_lanes")
+}  # fmt: skip
+_DIGITAL_UNUSED = ("verify_iters", "write_cols", "write_crossbars", "e_verify_read", "e_write_iter",
+                   "reprogram_replicate", "reprogram_pipeline", "p_static_crossbar", "coef_operand_bits")  # fmt: skip
+_SCHEDULE_UNUSED = {name: getattr(_DEFAULT, name) for name in ("reprogram_replicate", "reprogram_pipeline")}
 # HardwareConfig fields (with the value they take in a memo key) that a scheme's results do not depend on
 UNUSED_FIELDS: dict[str, dict[str, Any]] = {
-    **{scheme: _BASELINE_UNUSED for scheme in ("ideal", *BASELINE_OPTIONS)},
-    "digital": {name: getattr(_DEFAULT, name) for name in ("verify_iters", "write_cols", "write_crossbars")},
+    **{scheme: _BASELINE_UNUSED | _SCHEDULE_UNUSED for scheme in ("ideal", "reprogram", "reprogram_pingpong")},
+    "reprogram_best": _BASELINE_UNUSED,
+    "digital": {name: getattr(_DEFAULT, name) for name in _DIGITAL_UNUSED},
 }
 
 RATIO_KEYS = [
@@ -1115,6 +1575,7 @@ RATIO_KEYS = [
     "write_cols",
     "write_crossbars",
     "memory",
+    "operand_delivery",
     "sram_bytes",
 ]
 RATIO_METRICS = {
@@ -1189,6 +1650,8 @@ def total_tiles(shapes: NetworkShapes, config: HardwareConfig) -> int:
 __all__ = [
     "BASELINE_OPTIONS",
     "ENERGY_TERMS",
+    "FITTING_OPTIONS",
+    "ROUND_OPTIONS",
     "SCHEMES",
     "BasisLayout",
     "Evaluation",
@@ -1199,6 +1662,7 @@ __all__ = [
     "min_crossbars",
     "ratios",
     "replica_counts",
+    "reprogram_schedules",
     "storage",
     "sweep",
     "total_tiles",

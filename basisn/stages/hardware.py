@@ -25,6 +25,7 @@ import pandas as pd
 from basisn.atomic import atomic_directory, output_lock
 from basisn.hardware.config import MAX_AS_MEAN, PRESETS, BasisSpec, HardwareConfig
 from basisn.hardware.cost import ENERGY_TERMS, SCHEMES, evaluate, min_crossbars, ratios, storage, sweep, total_tiles
+from basisn.hardware.fairness import choices_table
 from basisn.hardware.networks import NETWORKS, PaperNetwork, paper_shapes
 from basisn.hardware.settings import FIELD_SWEEPS, MEMORY_SWEEPS, HwParamsError, resolve_block
 from basisn.hardware.shapes import NetworkShapes, load_shapes
@@ -78,6 +79,8 @@ def run(p: dict[str, Any], config: HardwareConfig, basis: BasisSpec, networks: d
         "memory": memory_frame,
         "memory_ratios": ratios(memory_frame),
         "storage": _storage_table(p, config, basis, nets, networks),
+        # which side each modelling choice favours, at the report crossbar counts (docs/hardware.md section 4)
+        "fairness": choices_table(nets, config, p["report_crossbars"], batch=p["batch"], memo=memo),
     }
     report_ratios = ratios(report_rows)
     info = _info(p, config, basis, configs, nets) | {"report_ratios": report_ratios.to_dict(orient="records")}
@@ -306,11 +309,21 @@ def print_report(p: dict[str, Any], config: HardwareConfig, basis: BasisSpec, re
     print("BasisN / reprogram (per inference; below 100% means BasisN is better):")
     print(format_table(report, p["report_crossbars"]))
     if "cycles_ratio_best" in report:
-        print("BasisN / the best baseline option (ping-pong writes, replicas when everything fits):")
+        print("BasisN / the best baseline schedule (ping-pong, pipelined rounds, rounds of layers with copies):")
         print(format_table(report, p["report_crossbars"], ("cycles_ratio_best", "edp_ratio_best")))
     if "cycles_ratio_digital" in report:
         print("BasisN / digital (the same MAC lanes running the dense network, no crossbars):")
         print(format_table(report, p["report_crossbars"], ("cycles_ratio_digital", "edp_ratio_digital")))
+    fair = result["tables"]["fairness"]
+    if len(fair):
+        n = 64 if 64 in p["report_crossbars"] else p["report_crossbars"][0]
+        net = fair["network"].iloc[0]
+        rows = fair[(fair["network"] == net) & (fair["n_crossbars"] == n)]
+        print(f"Each modelling choice, {net} at N = {n} (fairness.csv): BasisN / best EDP, default -> alternative")
+        for row in rows.itertuples():
+            best = f"{row.edp_ratio_best:8.2%} -> {row.edp_ratio_best_alt:8.2%}"
+            digital = f"{row.edp_ratio_digital:8.2%} -> {row.edp_ratio_digital_alt:8.2%}"
+            print(f"  {row.choice:<20} {best}   vs digital {digital}   ({row.alternative})")
     memory = result["tables"]["memory_ratios"]
     on = memory[memory["memory"].astype(bool)]
     print(
