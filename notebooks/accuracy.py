@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -29,7 +30,7 @@
 # first file's run), `params_file` (for the profile list); printed below with the runs' own parameters.
 
 # %% tags=["parameters"]
-out_dir = "paper_figures"
+out_dir = "runs/accuracy"  # a run in JupyterLab writes here; the DVC stage passes its own
 accuracy_files = ["outputs/evaluate/metrics.json"]
 per_class_file = "outputs/evaluate/per_class.csv"
 params_file = "params.yaml"

@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -29,7 +30,7 @@
 # **Parameters.** `claim_region_dir` (the stage's output directory), `batch` (B of the maps). Printed below.
 
 # %% tags=["parameters"]
-out_dir = "paper_figures"
+out_dir = "runs/claim_region"  # a run in JupyterLab writes here; the DVC stage passes its own
 claim_region_dir = "outputs/claim_region"
 batch = 1
 

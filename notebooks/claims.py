@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -28,7 +29,7 @@
 # `accuracy_bound_pp`, `overhead_bound` (the thresholds behind "negligible"), printed below.
 
 # %% tags=["parameters"]
-out_dir = "."
+out_dir = "runs/claims"  # a run in JupyterLab writes here; the DVC stage passes its own
 evaluate_metrics = "outputs/evaluate/metrics.json"
 hardware_dir = "outputs/hardware"
 tradeoff_dir = "outputs/tradeoff"

@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -31,7 +32,7 @@
 # are printed below from `hw_eval.json`.
 
 # %% tags=["parameters"]
-out_dir = "paper_figures"
+out_dir = "runs/cycles"  # a run in JupyterLab writes here; the DVC stage passes its own
 hardware_dir = "outputs/hardware"
 
 # %%

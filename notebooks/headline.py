@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -38,7 +39,7 @@
 # scheme, from the cost model directly (seconds; change them and rerun that cell, no stage needed).
 
 # %% tags=["parameters"]
-out_dir = "paper_figures"
+out_dir = "runs/headline"  # a run in JupyterLab writes here; the DVC stage passes its own
 hardware_dir = "outputs/hardware"
 compare_network = "resnet18"
 compare_crossbars = 64

@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -27,7 +28,7 @@
 # (decompose stage) and `max_vectors` (basis vectors drawn); printed below with the decomposition's settings.
 
 # %% tags=["parameters"]
-out_dir = "paper_figures"
+out_dir = "runs/learned_basis"  # a run in JupyterLab writes here; the DVC stage passes its own
 basis_file = "outputs/evaluate/basis.csv"
 coefficients_file = "outputs/evaluate/coefficients.csv"
 decompose_report = "outputs/decompose/report.csv"

@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -27,7 +28,7 @@
 # the crossbar counts it used are printed below from its `hw_eval.json`. Every number in the text is computed here.
 
 # %% tags=["parameters"]
-out_dir = "paper_figures"
+out_dir = "runs/overhead"  # a run in JupyterLab writes here; the DVC stage passes its own
 hardware_dir = "outputs/hardware"
 
 # %%

@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -34,7 +35,7 @@
 # cost/accuracy picture), `out_dir`. The stage's own parameters are printed below.
 
 # %% tags=["parameters"]
-out_dir = "paper_figures"
+out_dir = "runs/robustness"  # a run in JupyterLab writes here; the DVC stage passes its own
 robustness_dir = "outputs/robustness"
 cost_sweep = "verify_iters"
 

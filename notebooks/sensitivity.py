@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -32,7 +33,7 @@
 # (the pipeline's model in the cost model's tables). All are printed below.
 
 # %% tags=["parameters"]
-out_dir = "paper_figures"
+out_dir = "runs/sensitivity"  # a run in JupyterLab writes here; the DVC stage passes its own
 sweep_results = "outputs/sweep/results.csv"
 sweep_params = "outputs/sweep/params.json"
 evaluate_metrics = "outputs/evaluate/metrics.json"

@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -38,7 +39,7 @@
 # **Parameters.** `tradeoff_dir`: the stage's output directory (results.csv, dense.csv, costs.csv, params.json).
 
 # %% tags=["parameters"]
-out_dir = "paper_figures"
+out_dir = "runs/tradeoff"  # a run in JupyterLab writes here; the DVC stage passes its own
 tradeoff_dir = "outputs/tradeoff"
 targets_pp = {4: 0.5, 8: 1.0}  # G -> the largest accuracy loss (pp vs dense) we aim at with a full fine-tune
 

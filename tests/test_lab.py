@@ -109,6 +109,23 @@ def test_py_notebook_opens_as_a_notebook(lab):
     assert model["content"]["metadata"]["kernelspec"]["name"] == KERNEL
 
 
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("*.py")))
+def test_saving_a_notebook_unchanged_leaves_its_file_byte_identical(lab, notebook):
+    """What JupyterLab's save does: the notebook model read through jupytext's contents manager, written back.
+    The file must not change (no jupytext version header), or every tab shows as modified in git."""
+    path = ROOT / "notebooks" / notebook
+    before = path.read_bytes()
+    model = api(lab, "GET", f"/api/contents/notebooks/{notebook}", params={"type": "notebook", "content": 1}).json()
+    try:
+        saved = api(lab, "PUT", f"/api/contents/notebooks/{notebook}",
+                    json={"type": "notebook", "format": "json", "content": model["content"]})  # fmt: skip
+        assert saved.ok, saved.text
+        assert path.read_bytes() == before, f"saving {notebook} from JupyterLab changed the file"
+    finally:
+        if path.read_bytes() != before:
+            path.write_bytes(before)  # the repository stays as it was, whatever the outcome
+
+
 def test_shipped_setting_opens_py_files_with_the_notebook_viewer(lab):
     plugin = api(lab, "GET", "/lab/api/settings/@jupyterlab/docmanager-extension:plugin").json()
     # overrides.json changes the schema's default (what a user with no own setting gets)

@@ -656,7 +656,7 @@ def test_dvc_stage_declares_exactly_the_notebook_files(name):
         elif dep.startswith("outputs/"):
             assert (FIXTURES / "pipeline" / dep.removeprefix("outputs/")).is_file(), dep
     defaults = parameters_of(name)
-    assert defaults.get("out_dir") == "paper_figures"
+    assert defaults.get("out_dir") == f"runs/{name}", "a run in JupyterLab must not overwrite the references"
     for key, value in re.findall(r"-p (\w+)=(\S+)", stage["cmd"]):
         assert key in defaults, f"{stage_name}: -p {key} is not a parameter of notebooks/{name}.py"
         default = defaults[key][0] if isinstance(defaults[key], list) else defaults[key]
@@ -695,6 +695,25 @@ def test_fixtures_are_small_text_files():
     assert files, "run tests/fixtures/make_fixtures.py"
     assert not [p for p in files if p.suffix not in {".csv", ".json"}]
     assert sum(p.stat().st_size for p in files) < 1_000_000
+
+
+def test_a_notebook_run_in_jupyterlab_writes_under_runs_not_over_the_references():
+    """The parameter defaults are what a reader's run uses: they must not overwrite paper_figures/ or CLAIMS.md
+    (the committed references); `basisn notebook`, the DVC stage, passes its own staging directory instead."""
+    ignored = subprocess.run(["git", "check-ignore", "-q", "runs/x"], cwd=ROOT).returncode == 0
+    assert ignored, "runs/ must be git-ignored"
+    for path in sorted((ROOT / "notebooks").glob("*.py")):
+        cell = next(c for c in jupytext.read(path).cells if "parameters" in c.metadata.get("tags", []))
+        namespace: dict = {}
+        exec(cell.source, namespace)
+        assert namespace["out_dir"] == f"runs/{path.stem}", f"{path.name}: out_dir={namespace['out_dir']!r}"
+
+
+def test_notebook_files_are_what_jupytext_writes_back():
+    """Opening a notebook and saving it must not change its text: jupytext's round trip is byte-identical."""
+    for path in sorted((ROOT / "notebooks").glob("*.py")):
+        text = path.read_text()
+        assert jupytext.writes(jupytext.reads(text, fmt="py:percent"), fmt="py:percent") == text, path.name
 
 
 def test_docs_list_every_file_with_its_stage():
