@@ -20,7 +20,7 @@ LOCK_VENV := .venv-lock
 # dvc.yaml's commands (basisn, jupytext, papermill) come from the venv, activated or not
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv check-env lock data repro test test-full lint lab clean-venv
+.PHONY: help venv check-env lock data repro test test-full lint lab archive clean-venv
 
 help:
 	@echo "make repro      create .venv, fetch Fashion-MNIST, run the DVC pipeline (dvc repro), print a summary"
@@ -29,6 +29,7 @@ help:
 	@echo "make lint       ruff check + format check"
 	@echo "make lab        open JupyterLab on the repository (notebooks/*.py open as notebooks)"
 	@echo "make lock       regenerate requirements.lock from pyproject.toml (UPGRADE=1: newest allowed versions)"
+	@echo "make archive    a release tarball of HEAD with its checksums (dist/), for Zenodo or Software Heritage"
 
 venv: $(STAMP) $(LAB_SETTINGS) $(SERVER_CONFIG) check-env
 
@@ -92,6 +93,19 @@ test-full: venv
 lint: check-env
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# A release archive of HEAD (code, docs and the committed reference outputs: paper_figures/, CLAIMS.md, dvc.lock,
+# outputs/*/metrics.json) as one tarball, with the SHA-256 of the tarball and of every file in it (ARTIFACT.md A.2).
+# Data and models are not in it: `make repro` rebuilds them. HEAD only, so a dirty tree is refused, not half-packed.
+ARCHIVE_DIR ?= dist
+archive:
+	@test -z "$$(git status --porcelain)" || { echo "make archive: the working tree has uncommitted changes; commit or stash them (the archive is HEAD)"; exit 2; }
+	@mkdir -p $(ARCHIVE_DIR)
+	@name=basisn-$$(git rev-parse --short=12 HEAD); \
+	  git archive --format=tar.gz --prefix=$$name/ -o $(ARCHIVE_DIR)/$$name.tar.gz HEAD \
+	  && git ls-files -z | xargs -0 sha256sum > $(ARCHIVE_DIR)/$$name.files.sha256 \
+	  && (cd $(ARCHIVE_DIR) && sha256sum $$name.tar.gz > $$name.tar.gz.sha256) \
+	  && echo "make archive: $(ARCHIVE_DIR)/$$name.tar.gz, its checksum $$name.tar.gz.sha256, every file's $$name.files.sha256"
 
 # The repository root, so that notebooks/, outputs/ and paper_figures/ are all in the file browser.
 lab: venv

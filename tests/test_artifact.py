@@ -112,3 +112,29 @@ def test_every_stage_depends_on_the_whole_package_and_dvc_ignores_bytecode():
             [sys.executable, "-m", "dvc", "check-ignore", generated], cwd=ROOT, capture_output=True, text=True
         )
         assert ignored.returncode == 0, f".dvcignore must drop {generated} from the `basisn` dependency's hash"
+
+
+def test_make_archive_packs_head_with_checksums_and_refuses_a_dirty_tree(tmp_path):
+    """`make archive` (ARTIFACT.md A.2): a tarball of HEAD with the reference outputs, its SHA-256 and every file's."""
+    import tarfile
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)  # HEAD, without this tree's edits
+    out = tmp_path / "dist"
+    made = subprocess.run(["make", "--no-print-directory", "archive", f"ARCHIVE_DIR={out}"], cwd=clone,
+                          capture_output=True, text=True)  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=clone, capture_output=True, text=True)
+    name = f"basisn-{rev.stdout.strip()}"
+    with tarfile.open(out / f"{name}.tar.gz") as archive:
+        names = set(archive.getnames())
+    tracked = subprocess.run(["git", "ls-files"], cwd=clone, capture_output=True, text=True).stdout.split()
+    assert {f"{name}/{path}" for path in tracked} <= names  # every tracked file, the references included
+    assert f"{name}/CLAIMS.md" in names and f"{name}/dvc.lock" in names
+    assert subprocess.run(["sha256sum", "--quiet", "-c", f"{name}.tar.gz.sha256"], cwd=out).returncode == 0
+    assert subprocess.run(["sha256sum", "--quiet", "-c", str(out / f"{name}.files.sha256")], cwd=clone).returncode == 0
+    (clone / "README.md").write_text("edited\n")
+    refused = subprocess.run(["make", "--no-print-directory", "archive", f"ARCHIVE_DIR={tmp_path / 'dist2'}"],
+                             cwd=clone, capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode != 0 and "uncommitted changes" in refused.stdout
+    assert not (tmp_path / "dist2").exists()
