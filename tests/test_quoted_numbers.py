@@ -128,14 +128,13 @@ QUOTES.append(
 
 # docs/hardware.md section 6 (the tables it shows are EMBEDDED copies of the notebooks' files, below)
 CHOICES_TABLE = "paper_figures/cost_model_choices.csv"
-RANGE = _RANGE
 for _prefix, _key in (
     (r"nowhere below 1%\.\*\* Cycles ", "cycles_vs_best"),
-    (rf"nowhere below 1%\.\*\* Cycles {RANGE}, EDP ", "edp_vs_best"),
+    (rf"nowhere below 1%\.\*\* Cycles {_RANGE}, EDP ", "edp_vs_best"),
     (r"\(against plain `reprogram`: cycles ", "cycles_vs_reprogram"),
-    (rf"\(against plain `reprogram`: cycles {RANGE}, EDP ", "edp_vs_reprogram"),
+    (rf"\(against plain `reprogram`: cycles {_RANGE}, EDP ", "edp_vs_reprogram"),
     (r"\*\*BasisN vs the digital baseline\*\*[^:]*: cycles ", "cycles_vs_digital"),
-    (rf"\*\*BasisN vs the digital baseline\*\*[^:]*: cycles {RANGE}, EDP ", "edp_vs_digital"),
+    (rf"\*\*BasisN vs the digital baseline\*\*[^:]*: cycles {_RANGE}, EDP ", "edp_vs_digital"),
 ):
     QUOTES += span_quotes("docs/hardware.md", _prefix, HEADLINE, _key, PAPER_NETWORKS)
 for _column, _pattern in (

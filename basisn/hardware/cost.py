@@ -218,6 +218,10 @@ class _Tiling:
             return self.rows_used
         return self.rows_used * _ceil_div(self.cols_used, write_cols)
 
+    def layer_write_steps(self, write_cols: int | None) -> np.ndarray:
+        """Per layer, the write steps of its tallest tile (a round writing every crossbar at once waits for it)."""
+        return np.maximum.reduceat(self.write_steps(write_cols), self.first)
+
     def table(self, write_cols: int | None, write_crossbars: int | None, n_max: int) -> _RoundTable:
         """The round table for sizes up to n_max (< total tiles), grown by doubling and cached."""
         if write_cols is not None and write_cols >= int(self.cols_used.max()):
@@ -511,10 +515,8 @@ def _finish(
     """
     cycles = cycles_per_batch / batch
     latency = cycles * config.t_cycle
-    energy = energy | {"energy_static_j": np.zeros(len(energy["energy_xbar_j"]))}  # per layer: filled in layers()
-    energy_totals = {k: float(v.sum()) for k, v in energy.items()}
     static_j = leak.joules(config) / batch
-    energy_totals["energy_static_j"] = static_j
+    energy_totals = {k: float(v.sum()) for k, v in energy.items()} | {"energy_static_j": static_j}
     energy_j = sum(energy_totals.values())
     macs = _tiling(shapes, config).macs_total
     floor_batch = _ceil_div(batch * macs * config.cols_per_weight, n * config.rows * config.cols) * config.input_steps
@@ -789,7 +791,7 @@ def _round_groups(
     cap = None
     if write_crossbars is not None:
         waves = _ceil_div(tiles, write_crossbars)
-        tallest = np.maximum.reduceat(tiling.write_steps(write_cols), tiling.first)
+        tallest = tiling.layer_write_steps(write_cols)
         even = _layer_wave_rows(tiling, write_cols, write_crossbars) == waves * tallest
         cap = np.where(even, np.maximum(waves * write_crossbars // tiles, 1), 1)
     group_cap = None if cap is None else np.where(valid, cap[clipped], 1)
@@ -819,7 +821,7 @@ def _layer_rounds(
     groups = _round_groups(tiling, n, batch, t_in, config.write_cols, wc)
     tiles, work, valid, clipped = groups.tiles, groups.work, groups.valid, groups.clipped
     count = len(tiles)
-    layer_steps = np.maximum.reduceat(tiling.write_steps(config.write_cols), tiling.first)
+    layer_steps = tiling.layer_write_steps(config.write_cols)
     layer_bytes = tiling.weights * (config.weight_bits / 8)
     if wc is None:  # every crossbar of the round at once: its tallest tile
         rows = np.maximum.accumulate(np.where(valid, layer_steps[clipped], 0), axis=1)
@@ -979,6 +981,16 @@ def _round_options(
     return options
 
 
+def _layer_rounds_could_win(tiling: _Tiling, config: HardwareConfig, n: int, batch: int, best: float) -> bool:
+    """Whether a lower bound on any layer-round schedule is below `best` (an exact shortcut: otherwise none is
+    planned). Its writes: at least one round per N tiles, each writing at least the shortest layer's rows, and at
+    least the tallest layer's rows (some round holds it); then every crossbar step shared by N crossbars."""
+    tallest = tiling.layer_write_steps(config.write_cols)
+    rows = max(_ceil_div(tiling.total, n) * int(tallest.min()), int(tallest.max()))
+    bound = rows * config.row_program_cycles + float((tiling.tiles * tiling.P).sum()) * batch * config.input_steps / n
+    return bound < best
+
+
 def _options(
     shapes: NetworkShapes,
     tiling: _Tiling,
@@ -1000,21 +1012,21 @@ def _options(
         options: dict[str, tuple] = dict(_round_options(tiling, config, n, batch, scheme, traffic))
     else:
         options = dict(_fitting_options(shapes, config, n, batch, scheme))
-    # a lower bound on any layer-round schedule: its writes, at least one round per N tiles each writing at least
-    # the shortest layer's rows, and at least the tallest layer's rows (some round holds it), then every crossbar
-    # step shared by N crossbars. Only a schedule that could beat the best option is planned (an exact shortcut).
-    tallest = np.maximum.reduceat(tiling.write_steps(config.write_cols), tiling.first)
-    rows = max(_ceil_div(tiling.total, n) * int(tallest.min()), int(tallest.max()))
-    bound = rows * config.row_program_cycles
-    bound += float((tiling.tiles * tiling.P).sum()) * batch * config.input_steps / n
-    promising = every or bound < min(value[0] for value in options.values())
-    if scheme == "reprogram_best" and config.reprogram_replicate and promising:
+    if scheme == "reprogram_best" and config.reprogram_replicate and (every or _layer_rounds_could_win(
+        tiling, config, n, batch, min(value[0] for value in options.values())
+    )):  # fmt: skip
         for pipelined in (False, True) if config.reprogram_pipeline else (False,):
             if not pipelined and config.reprogram_pipeline and not every:
                 continue
             plan = _layer_rounds(tiling, config, n, batch, pipelined, traffic.bytes_per_cycle)
             options["layer_rounds" + ("_pipelined" if pipelined else "")] = (float(plan.cycles), plan)
     return options
+
+
+def _weight_stream(shapes: NetworkShapes, config: HardwareConfig, batch: int) -> MemoryTraffic:
+    """The reprogramming baseline's traffic: every dense weight, once per batch (charged with `memory`)."""
+    weight_bytes = dense_weight_bytes(shapes, config)
+    return _traffic(config, weight_bytes, float(weight_bytes.sum()), batch)
 
 
 def reprogram_schedules(
@@ -1025,8 +1037,7 @@ def reprogram_schedules(
     check_int("n_crossbars", n_crossbars, high=MAX_CROSSBARS)
     check_int("batch", batch, high=MAX_BATCH)
     tiling = _tiling(shapes, config)
-    weight_bytes = dense_weight_bytes(shapes, config)
-    traffic = _traffic(config, weight_bytes, float(weight_bytes.sum()), batch)
+    traffic = _weight_stream(shapes, config, batch)
     options = _options(shapes, tiling, config, n_crossbars, batch, "reprogram_best", traffic, every=True)
     return {name: value[0] / batch for name, value in options.items()}
 
@@ -1073,8 +1084,7 @@ def _reprogram(shapes: NetworkShapes, config: HardwareConfig, n: int, batch: int
     Energy: every cell written once per batch (layer rounds: every copy), the same crossbar steps.
     """
     tiling = _tiling(shapes, config)
-    weight_bytes = dense_weight_bytes(shapes, config)
-    traffic = _traffic(config, weight_bytes, float(weight_bytes.sum()), batch)  # every weight, once per batch
+    traffic = _weight_stream(shapes, config, batch)
     options = _options(shapes, tiling, config, n, batch, scheme, traffic)
     option = min(options, key=lambda name: options[name][0])  # ties: the first listed
     if option in FITTING_OPTIONS:  # written once, then it is the ideal mapping (+ copies, pipelining)
