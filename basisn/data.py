@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 DATASETS: tuple[str, ...] = ("fashion_mnist", "cifar100", "imagenet")
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}  # as figures print
 
 # ----------------------------------------------------------------------------------------------------------------
 # Fashion-MNIST files, their known MD5s and where they can come from

@@ -44,7 +44,7 @@ import pandas as pd
 import yaml
 from IPython.display import Markdown, display
 
-from basisn.figures import save_figure, save_table, set_style, show
+from basisn.figures import COLUMN_WIDTH, FULL_WIDTH, OKABE_ITO, SCHEME_COLORS, save_figure, save_table, set_style, show
 from basisn.notebooks import at_repo_root, require
 from basisn.params import resolve
 
@@ -174,50 +174,62 @@ display(cost)
 # ## Figures: accuracy per run profile, and per class for the first run
 
 # %%
-done = table[table["status"] == "run"]
-fig, ax = plt.subplots(figsize=(max(4.5, 1.8 * len(done) + 2.5), 3.4))
+# a dot plot, not bars: accuracies differ by fractions of a point, and a bar's length on an axis that does not
+# start at zero would misstate them; dots on a zoomed axis say only where each value is. Every value is written.
+done = table[table["status"] == "run"].reset_index(drop=True)
+fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 1.0 + 0.55 * max(1, len(done))))
 labels = {
-    "dense_accuracy": "dense",
-    "decomposed_accuracy": "decomposed (before fine-tune)",
-    "basisn_accuracy": "BasisN",
+    "dense_accuracy": ("dense", SCHEME_COLORS["ideal"], "o"),
+    "decomposed_accuracy": ("decomposed (before fine-tune)", OKABE_ITO["orange"], "^"),
+    "basisn_accuracy": ("BasisN (fine-tuned)", SCHEME_COLORS["basisn"], "s"),
 }
-width = 0.8 / len(labels)
-for i, (key, label) in enumerate(labels.items()):
-    bars = ax.bar([x + (i - 1) * width for x in range(len(done))], done[key], width=width, label=label)
-    # the value on every bar: differences of a fraction of a point are invisible on any accuracy axis
-    ax.bar_label(bars, labels=[f"{100 * v:.2f}%" for v in done[key]], fontsize=6, padding=2)
-ax.set_xticks(
+for i, (key, (label, color, marker)) in enumerate(labels.items()):
+    y = [row + 0.18 * (i - 1) for row in range(len(done))]
+    ax.scatter(100 * done[key], y, color=color, marker=marker, label=label, zorder=3)
+    for x, yy in zip(100 * done[key], y):
+        ax.annotate(f"{x:.2f}%", (x, yy), xytext=(4, 0), textcoords="offset points", va="center", fontsize=6)
+ax.set_yticks(
     range(len(done)),
     [
-        f"{r.profile}\n{r.dataset}, {r.model}\nBasisN {r.basisn_minus_dense_pp:+.2f} pp vs dense"
+        f"{r.profile}\n{r.dataset}, {r.model}\n{r.test_samples:,} test images\nBasisN {r.basisn_minus_dense_pp:+.2f} pp"
         for r in done.itertuples()
     ],
 )
+ax.invert_yaxis()
 if done.empty:
     ax.text(0.5, 0.5, "no profile has been run", ha="center", va="center", transform=ax.transAxes)
-    ax.set_ylim(0, 1)
-else:  # zoomed on the values (not 0-1), with room for the labels; the axis does not start at zero
-    values = done[list(labels)].to_numpy().ravel()
-    span = max(values.max() - values.min(), 0.01)
-    ax.set_ylim(max(0.0, values.min() - 0.6 * span), min(1.0, values.max() + 0.4 * span) + 0.02)
-ax.set_ylabel("test accuracy (axis zoomed)")
-ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=len(labels))
+else:  # zoomed on the values, with room for the labels on the right
+    values = 100 * done[list(labels)].to_numpy().ravel()
+    span = max(values.max() - values.min(), 1.0)
+    ax.set_xlim(values.min() - 0.15 * span, min(100.0, values.max() + 0.35 * span))
+    ax.set_ylim(len(done) - 0.5, -0.5)
+ax.set_xlabel("test accuracy (%)")
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(done) < 2 else -0.2), ncol=1, frameon=False)
 show(save_figure(fig, out_dir, "accuracy_profiles"))
 plt.close(fig)
 
 per_class = pd.read_csv(per_class_file)
 beside = Path(per_class_file).parent / "metrics.json"  # the evaluate run the per-class file belongs to
-title = f"profile {json.loads(beside.read_text())['profile']}" if beside.is_file() else per_class_file
-fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(per_class)), 3.2))
-models = {"dense": "dense", "decomposed": "decomposed (before fine-tune)", "basisn": "BasisN"}
+if beside.is_file():
+    run = json.loads(beside.read_text())
+    title = f"profile {run['profile']}, {run['test_samples']:,} test images over {len(per_class)} classes"
+else:
+    title = per_class_file
+fig, ax = plt.subplots(figsize=(FULL_WIDTH, 2.8))
+models = {
+    "dense": ("dense", SCHEME_COLORS["ideal"]),
+    "decomposed": ("decomposed (before fine-tune)", OKABE_ITO["orange"]),
+    "basisn": ("BasisN (fine-tuned)", SCHEME_COLORS["basisn"]),
+}
 width = 0.8 / len(models)
-for i, (model, label) in enumerate(models.items()):
-    ax.bar([x + (i - 1) * width for x in range(len(per_class))], per_class[model], width=width, label=label)
+for i, (model, (label, color)) in enumerate(models.items()):
+    x = [k + (i - 1) * width for k in range(len(per_class))]
+    ax.bar(x, 100 * per_class[model], width=width, label=label, color=color)
 ax.set_xticks(range(len(per_class)), per_class["class"], rotation=30, ha="right")
-ax.set_ylim(0, 1)
-ax.set_ylabel("per-class test accuracy")
+ax.set_ylim(0, 100)
+ax.set_ylabel("per-class test accuracy (%)")
 ax.set_title(title)
-ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=len(models))  # below: covers no bar
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=len(models), frameon=False)  # below: covers no bar
 show(save_figure(fig, out_dir, "accuracy_per_class"))
 plt.close(fig)
 
@@ -240,5 +252,4 @@ lines.append(
     "`paper_setting` test it directly."
 )
 text = "\n".join(lines)
-print(text)
 display(Markdown(text))

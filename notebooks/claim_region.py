@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from basisn.figures import save_figure, save_table, set_style, show
+from basisn.figures import FULL_WIDTH, OKABE_ITO, reference_line, save_figure, save_table, set_style, show
 from basisn.notebooks import at_repo_root, require
 from basisn.summary import digital_region_sentence, region_sentence, seconds_text
 
@@ -81,10 +81,11 @@ def region_figure(column: str, title: str, stem: str) -> None:
     fig, axes = plt.subplots(
         len(networks),
         len(groups),
-        figsize=(2.3 * len(groups), 1.9 * len(networks)),
+        figsize=(FULL_WIDTH, 1.3 * len(networks) + 1.0),
         sharex=True,
         sharey=True,
         squeeze=False,
+        layout="constrained",  # room for the suptitle, the colour bar and the legend below
     )
     levels = np.linspace(-4, 0.5, 19)
     for i, network in enumerate(networks):
@@ -95,7 +96,8 @@ def region_figure(column: str, title: str, stem: str) -> None:
             x, y = np.meshgrid(grid.columns.to_numpy(), grid.index.to_numpy())
             z = np.log10(grid.to_numpy().clip(1e-6, None))
             filled = ax.contourf(x, y, z, levels=levels, cmap="viridis", extend="both")
-            ax.contour(x, y, z, levels=[np.log10(bound)], colors="black", linewidths=1.2, linestyles="solid")
+            line = ax.contour(x, y, z, levels=[np.log10(bound)], colors="black", linewidths=1.2, linestyles="solid")
+            ax.clabel(line, fmt={np.log10(bound): f"{100 * bound:g}%"}, fontsize=6, inline=True)
             for k, (name, preset) in enumerate(facts["presets"].items()):
                 ys = facts["report_crossbars"]
                 ax.scatter(
@@ -112,19 +114,19 @@ def region_figure(column: str, title: str, stem: str) -> None:
             ax.set_xscale("log")
             ax.set_yscale("log", base=2)
             if i == 0:
-                ax.set_title(f"G = {g}", fontsize=9)
+                ax.set_title(f"G = {g}")
             if j == 0:
-                ax.set_ylabel(f"{network}\ncrossbars N", fontsize=8)
+                ax.set_ylabel(f"{network}\ncrossbars N")
             if i == len(networks) - 1:
-                ax.set_xlabel("row write time (s)", fontsize=8)
+                ax.set_xlabel("row write time (s)")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(
-        handles, labels, loc="lower center", ncol=len(labels), fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.03)
-    )
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
     bar = fig.colorbar(filled, ax=axes, shrink=0.6, pad=0.02)
     bar.set_label(f"log10 BasisN / best reprogramming, {title}; black line: {100 * bound:g}%")
     fig.suptitle(
-        f"{title}: BasisN / the best reprogramming schedule, batch {batch}, preset `{facts['preset']}`", fontsize=10
+        f"{title}: BasisN / the best reprogramming schedule, batch {batch}, preset `{facts['preset']}`\n"
+        f"{len(networks)} networks x {len(groups)} G x {at_batch['row_write_s'].nunique()} write times x "
+        f"{at_batch['n_crossbars'].nunique()} N; markers: the presets at their own row write time"
     )
     show(save_figure(fig, out_dir, stem))
     plt.close(fig)
@@ -162,10 +164,11 @@ cheapest = region[region["row_write_s"] == region["row_write_s"].min()]
 fig, axes = plt.subplots(
     len(networks),
     len(groups),
-    figsize=(2.3 * len(groups), 1.9 * len(networks)),
+    figsize=(FULL_WIDTH, 1.3 * len(networks) + 0.8),
     sharex=True,
     sharey=True,
     squeeze=False,
+    layout="constrained",
 )
 levels = np.linspace(-1.5, 1.0, 21)
 for i, network in enumerate(networks):
@@ -177,18 +180,22 @@ for i, network in enumerate(networks):
         z = np.log10(grid.to_numpy())
         filled = ax.contourf(x, y, z, levels=levels, cmap="coolwarm", extend="both")
         if z.min() < 0 < z.max():
-            ax.contour(x, y, z, levels=[0.0], colors="black", linewidths=1.2, linestyles="solid")
+            line = ax.contour(x, y, z, levels=[0.0], colors="black", linewidths=1.2, linestyles="solid")
+            ax.clabel(line, fmt={0.0: "break-even"}, fontsize=6, inline=True)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         if i == 0:
-            ax.set_title(f"G = {g}", fontsize=9)
+            ax.set_title(f"G = {g}")
         if j == 0:
-            ax.set_ylabel(f"{network}\nbatch B", fontsize=8)
+            ax.set_ylabel(f"{network}\nbatch B")
         if i == len(networks) - 1:
-            ax.set_xlabel("crossbars N", fontsize=8)
+            ax.set_xlabel("crossbars N")
 bar = fig.colorbar(filled, ax=axes, shrink=0.6, pad=0.02)
 bar.set_label("log10 EDP, BasisN / digital lanes (below 0: BasisN better)")
-fig.suptitle(f"BasisN / the digital lanes, EDP, preset `{facts['preset']}`", fontsize=10)
+fig.suptitle(
+    f"EDP, BasisN / the digital lanes, preset `{facts['preset']}`\n{len(networks)} networks x {len(groups)} G x "
+    f"{cheapest['n_crossbars'].nunique()} N x {cheapest['batch'].nunique()} batch sizes"
+)
 show(save_figure(fig, out_dir, "claim_region_digital"))
 plt.close(fig)
 
@@ -206,19 +213,19 @@ moved = sensitivity.dropna(subset=["cycles_ratio"]).copy()
 moved["largest"] = np.log2(moved[["cycles_ratio_change", "edp_ratio_change"]]).abs().max(axis=1)
 order = moved.groupby("field")["largest"].max().sort_values(ascending=False).index.tolist()
 save_table(sensitivity, out_dir, "sensitivity_tornado")
-fig, axes = plt.subplots(1, 2, figsize=(8.0, 0.28 * len(order) + 1.2), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(FULL_WIDTH, 0.2 * len(order) + 1.2), sharey=True)
 for ax, metric in zip(axes, ("cycles", "edp")):
-    for factor, color in zip(sens["factors"], ("#4c72b0", "#dd8452")):
+    for factor, color in zip(sens["factors"], (OKABE_ITO["blue"], OKABE_ITO["orange"])):
         part = moved[moved["factor"] == factor].set_index("field").reindex(order)
         ax.barh(order, np.log2(part[f"{metric}_ratio_change"]), color=color, label=f"x{factor:g}", height=0.7)
-    ax.axvline(0, color="black", linewidth=0.8)
+    reference_line(ax, 0, "no change", axis="x", ls="-")
     ax.set_xlabel(f"log2 change of {metric.upper() if metric == 'edp' else metric} ratio")
 axes[0].invert_yaxis()  # the largest effect on top (the axes share y)
-axes[0].legend(fontsize=7, frameon=False)
+axes[0].legend(frameon=False)
 fig.suptitle(
     f"{sens['network']}, N = {sens['crossbars']}, batch {sens['batch']}, preset `{facts['preset']}`: "
-    f"base cycles {100 * moved['base_cycles_ratio'].iloc[0]:.3g}%, EDP {100 * moved['base_edp_ratio'].iloc[0]:.3g}%",
-    fontsize=9,
+    f"base cycles {100 * moved['base_cycles_ratio'].iloc[0]:.3g}%, EDP {100 * moved['base_edp_ratio'].iloc[0]:.3g}%; "
+    f"{len(order)} fields x {len(sens['factors'])} factors"
 )
 fig.tight_layout()
 show(save_figure(fig, out_dir, "sensitivity_tornado"))
@@ -258,5 +265,4 @@ lines = [
     + ".",
 ]
 text = "\n".join(lines)
-print(text)
 display(Markdown(text))

@@ -46,7 +46,10 @@ from IPython.display import Markdown, display
 from matplotlib.ticker import FuncFormatter
 
 from basisn.figures import (
+    FULL_WIDTH,
     SCHEME_COLORS,
+    SCHEME_LABELS,
+    SCHEME_LINESTYLES,
     SCHEME_MARKERS,
     load_hw_eval,
     order_networks,
@@ -103,43 +106,47 @@ display(table)
 # %%
 cols = min(4, len(networks))
 rows = math.ceil(len(networks) / cols)
-fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols + 0.6, 2.1 * rows + 0.6), squeeze=False)
+fig, axes = plt.subplots(rows, cols, figsize=(FULL_WIDTH, 1.75 * rows + 1.1), squeeze=False)
 for ax, name in zip(axes.flat, networks):
     part = table[table["network"] == name]
-    for scheme in ("ideal", "reprogram", "reprogram_best", "basisn", "digital"):
+    for scheme in ("ideal", "reprogram", "reprogram_best", "basisn", "digital", "floor"):
         ax.plot(
             part["n_crossbars"],
-            part[scheme],
-            marker=SCHEME_MARKERS[scheme],
+            part["floor_cycles" if scheme == "floor" else scheme],
+            marker=SCHEME_MARKERS[scheme] or None,
             markersize=3,
-            linestyle="--" if scheme == "reprogram_best" else "-",
+            linestyle=SCHEME_LINESTYLES[scheme],
             color=SCHEME_COLORS[scheme],
-            label=scheme,
+            label=SCHEME_LABELS[scheme],
+            zorder=3 if scheme == "reprogram_best" else 2,  # drawn over plain reprogramming where they meet
         )
-    ax.plot(part["n_crossbars"], part["floor_cycles"], "--", color=SCHEME_COLORS["floor"], label="floor(N)")
-    for i, preset_name in enumerate(others[:2]):
+    for preset_name, dashes in zip(others[:2], [(1, 1), (4, 1, 1, 1)]):
         ax.plot(
             part["n_crossbars"],
             part[f"reprogram_{preset_name}"],
-            ":" if i == 0 else "-.",
+            dashes=dashes,
+            linewidth=0.9,
             color=SCHEME_COLORS["reprogram"],
-            alpha=0.6,
-            label=f"reprogram ({preset_name})",
+            alpha=0.55,
+            label=f"plain rounds, preset {preset_name}",
         )
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_yscale("log")
-    ax.set_title(name, fontsize=9)
+    ax.set_title(name)
 for ax in axes.flat[len(networks) :]:
     ax.axis("off")
 for ax in axes[-1]:
-    ax.set_xlabel("crossbars (N)")
+    ax.set_xlabel("crossbars N")
 for ax in axes[:, 0]:
     ax.set_ylabel("cycles per inference")
 handles, labels = axes.flat[0].get_legend_handles_labels()
-fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7, bbox_to_anchor=(0.5, -0.02))
-fig.suptitle(f"preset {hw['preset']}, batch {hw['params']['batch']}, basis n={hw['basis']['n_basis']}", fontsize=9)
-fig.tight_layout(rect=(0, 0.07, 1, 1))
+fig.legend(handles, labels, loc="lower center", ncol=3, bbox_to_anchor=(0.5, 0.0), frameon=False)
+fig.suptitle(
+    f"cycles per inference vs crossbars N, {len(networks)} networks x {table['n_crossbars'].nunique()} N; preset "
+    f"{hw['preset']}, batch {hw['params']['batch']}, basis n = {hw['basis']['n_basis']}"
+)
+fig.tight_layout(rect=(0, 0.13, 1, 1))
 show(save_figure(fig, out_dir, "cycles_vs_crossbars"))
 plt.close(fig)
 
@@ -177,5 +184,4 @@ lines.append(
     f"{len(on_paper)} points."
 )
 text = "\n".join(lines)
-print(text)
 display(Markdown(text))

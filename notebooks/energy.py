@@ -46,10 +46,18 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 from IPython.display import Markdown, display
 
-from basisn.figures import load_hw_eval, order_networks, save_figure, save_table, set_style, show
+from basisn.figures import (
+    FULL_WIDTH,
+    TERM_STYLE,
+    load_hw_eval,
+    order_networks,
+    save_figure,
+    save_table,
+    set_style,
+    show,
+)
 from basisn.hardware.fairness import favours
 from basisn.notebooks import at_repo_root, require
 
@@ -114,37 +122,42 @@ display(breakdown.pivot_table(index=["network", "scheme"], columns="term", value
 # ## Figure: stacked terms, one panel per network (µJ per inference)
 
 # %%
-# one colour per term, no two alike next to each other in a bar (adc orange, coef_mac purple)
-cb = sns.color_palette("colorblind")
-colors = {
-    "xbar": cb[0],
-    "adc": cb[1],
-    "shift_add": cb[2],
-    "coef_mac": cb[4],
-    "mac": cb[9],
-    "write": cb[7],
-    "memory": cb[5],
-    "static": cb[8],
-}
+# one colour and a reader's name per term (basisn.figures.TERM_STYLE); the legend lists the terms one can see, and
+# the caption names those too small to see in any bar (below 0.5% of every bar), with their largest share
+largest = breakdown.groupby("term")["share"].max()
+visible = [t for t in TERMS if largest[t] >= 0.005]
+hidden = [t for t in TERMS if 0 < largest[t] < 0.005]
+BAR_LABELS = {"ideal": "ideal", "reprogram": "reprogramming", "basisn": "BasisN", "digital": "digital lanes"}
 cols = min(4, len(networks))
 rows_n = math.ceil(len(networks) / cols)
-fig, axes = plt.subplots(rows_n, cols, figsize=(2.4 * cols + 0.4, 1.7 * rows_n + 0.7), squeeze=False)
+fig, axes = plt.subplots(rows_n, cols, figsize=(FULL_WIDTH, 1.45 * rows_n + 1.0), sharey=True, squeeze=False)
 for ax, name in zip(axes.flat, networks):
     part = breakdown[breakdown["network"] == name]
     left = [0.0] * len(SCHEMES)
     for term in TERMS:
         values = [1e6 * part[(part["scheme"] == s) & (part["term"] == term)]["energy_j"].iloc[0] for s in SCHEMES]
-        ax.barh(SCHEMES, values, left=left, color=colors[term], label=term)
+        label, color = TERM_STYLE[term]
+        ax.barh([BAR_LABELS[s] for s in SCHEMES], values, left=left, color=color, label=label, height=0.7)
         left = [a + b for a, b in zip(left, values)]
-    ax.invert_yaxis()
-    ax.set_title(name, fontsize=9)
+    ax.set_xlim(0, 1.1 * max(left))  # room after the longest bar
+    ax.set_title(name)
     ax.set_xlabel("µJ per inference")
+axes.flat[0].invert_yaxis()  # shared: every panel lists ideal at the top
 for ax in axes.flat[len(networks) :]:
     ax.axis("off")
 handles, labels = axes.flat[0].get_legend_handles_labels()
-fig.legend(handles, labels, loc="lower center", ncol=len(TERMS), fontsize=7, bbox_to_anchor=(0.5, -0.02))
-fig.suptitle(f"preset {hw['preset']}, N = {crossbars}, batch {hw['params']['batch']}", fontsize=9)
-fig.tight_layout(rect=(0, 0.08, 1, 1))
+shown = [(h, lab) for h, lab, t in zip(handles, labels, TERMS) if t in visible]
+fig.legend(*zip(*shown), loc="lower center", ncol=4, bbox_to_anchor=(0.5, 0.0), frameon=False)
+note = (
+    "; too small to see: " + ", ".join(f"{TERM_STYLE[t][0]} (at most {100 * largest[t]:.2g}%)" for t in hidden)
+    if hidden
+    else ""
+)
+fig.suptitle(
+    f"energy per inference by term, {len(networks)} networks; preset {hw['preset']}, N = {crossbars}, batch "
+    f"{hw['params']['batch']}{note}"
+)
+fig.tight_layout(rect=(0, 0.1, 1, 1))
 show(save_figure(fig, out_dir, "energy_breakdown"))
 plt.close(fig)
 
@@ -165,7 +178,6 @@ for name in paper:
         f"{100 * dig['vs_reprogram'].sum():.1f}% ({dig['energy_j'].sum() / bas['energy_j'].sum():.2f}x BasisN's)."
     )
 text = "\n".join(lines)
-print(text)
 display(Markdown(text))
 
 

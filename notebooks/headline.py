@@ -34,9 +34,12 @@
 # Ratios below 1 mean BasisN is better; the text at the end counts where the paper's "below 1%" holds and where
 # BasisN beats the digital baseline.
 #
-# **Parameters.** `hardware_dir` (the `hw-eval` output directory); its hardware description is printed below.
-# `compare_network`, `compare_crossbars`, `compare_preset`: the one network the last section prices with every
-# scheme, from the cost model directly (seconds; change them and rerun that cell, no stage needed).
+# **Parameters.** `hardware_dir` (the `hw-eval` output directory); a summary of its hardware description is printed
+# below. The last section recomputes one configuration from the cost model itself, in seconds and without a stage:
+# `compare_network` (a paper network: resnet18, resnet34, resnet50, densenet121, cifar_resnet18, cifar_resnet34,
+# cifar_densenet121), `compare_crossbars` (N), `compare_preset` (a hardware preset of docs/hardware.md),
+# `compare_groups` (coefficient groups G, a divisor of n), `compare_batch` (inferences per batch). Change them in the
+# cell below and run all cells again: that section's table, figure and answer change.
 
 # %% tags=["parameters"]
 out_dir = "runs/headline"  # a run in JupyterLab writes here; the DVC stage passes its own
@@ -44,6 +47,8 @@ hardware_dir = "outputs/hardware"
 compare_network = "resnet18"
 compare_crossbars = 64
 compare_preset = "default"
+compare_groups = 1
+compare_batch = 1
 
 # %%
 import json
@@ -55,16 +60,22 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from basisn.figures import (
+    COLUMN_WIDTH,
     DATASET_DASHES,
-    DATASET_MARKERS,
+    FULL_WIDTH,
+    SCHEME_COLORS,
+    SCHEME_LINESTYLES,
     load_hw_eval,
     network_style,
     order_networks,
+    percent_axis,
+    reference_line,
     save_figure,
     save_table,
     set_style,
     show,
 )
+from basisn.hardware.compare import format_ratio
 from basisn.notebooks import at_repo_root, require
 from basisn.summary import percent
 
@@ -147,83 +158,102 @@ display(presets)
 # %% [markdown]
 # ## Figures
 #
-# First figure: BasisN against the best reprogramming baseline (top; dashed: the paper's 1%) and against the
-# digital baseline (bottom; dashed: 1, break-even), cycles (left) and EDP (right), one bar per report crossbar count,
-# base point. Second figure: BasisN / best baseline against the number of coefficient groups G, one column per
-# report crossbar count; colour: architecture, line style and marker: dataset (ImageNet solid, CIFAR-100 dashed).
+# First figure: BasisN against the best reprogramming baseline (top; the paper's 1% line) and against the digital
+# baseline (bottom; the break-even line at 100%), cycles (left) and EDP (right), in percent on a log axis (the
+# ratios span three decades), one bar per report crossbar count, base point. Second figure: the same four ratios
+# against the number of coefficient groups G at one report crossbar count (the table has every one); colour and
+# marker: architecture, line style: dataset; points are dodged sideways so that networks with equal ratios (the
+# CIFAR ResNet-18 and ResNet-34) stay visible.
 
 # %%
-fig, axes = plt.subplots(2, 2, figsize=(7.5, 6.0), sharex=True)
+fig, axes = plt.subplots(2, 2, figsize=(FULL_WIDTH, 4.6), sharex=True)
 bars = headline.assign(N="N = " + headline["n_crossbars"].astype(str))
+n_shades = sns.color_palette("crest", len(report))  # one hue, light to dark: N grows
 panels = [
-    ("cycles_vs_best", "cycles", "BasisN / best baseline", 0.01),
-    ("edp_vs_best", "EDP", "BasisN / best baseline", 0.01),
-    ("cycles_vs_digital", "cycles", "BasisN / digital", 1.0),
-    ("edp_vs_digital", "EDP", "BasisN / digital", 1.0),
+    ("cycles_vs_best", "cycles, BasisN / best reprogramming", 0.01, "1%: the paper's claim"),
+    ("edp_vs_best", "EDP, BasisN / best reprogramming", 0.01, "1%: the paper's claim"),
+    ("cycles_vs_digital", "cycles, BasisN / digital lanes", 1.0, "100%: break-even"),
+    ("edp_vs_digital", "EDP, BasisN / digital lanes", 1.0, "100%: break-even"),
 ]
-for ax, (column, label, ylabel, line) in zip(axes.flat, panels):
-    sns.barplot(data=bars, x="network", y=column, hue="N", order=networks, palette="Greens_d", ax=ax)
+for ax, (column, title, line, line_label) in zip(axes.flat, panels):
+    sns.barplot(data=bars, x="network", y=column, hue="N", order=networks, palette=n_shades, ax=ax)
     ax.set_yscale("log")
-    ax.axhline(line, color="black", linestyle="--", linewidth=0.8)
+    reference_line(ax, line, line_label)
+    percent_axis(ax)
     ax.set_xlabel("")
-    ax.set_ylabel(ylabel)
-    ax.set_title(label, fontsize=9)
-    ax.tick_params(axis="x", rotation=30)
+    ax.set_ylabel("")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=35)
     for tick in ax.get_xticklabels():
         tick.set_horizontalalignment("right")
     handles, labels = ax.get_legend_handles_labels()
     ax.get_legend().remove()
 for row, line in ((0, 0.01), (1, 1.0)):
     values = headline[[panels[2 * row][0], panels[2 * row + 1][0]]].to_numpy()
-    low, high = min(values.min(), line) / 1.5, max(values.max(), line) * 1.5
+    low, high = min(values.min(), line) / 2.5, max(values.max(), line) * 2.5
     for ax in axes[row]:
         ax.set_ylim(low, high)
-fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7, bbox_to_anchor=(0.5, -0.01))
+fig.legend(handles, labels, loc="lower center", ncol=len(labels), bbox_to_anchor=(0.5, 0.0), frameon=False)
 basis = hw["basis"]
-setting = f"n={basis['n_basis']}, m={basis['segment_len']}, G={basis['groups']}"
-fig.suptitle(f"preset {hw['preset']}, batch {hw['params']['batch']}, basis {setting}", fontsize=8)
+setting = f"n = {basis['n_basis']}, m = {basis['segment_len']}, G = {basis['groups']}"
+fig.suptitle(
+    f"BasisN / baseline, {len(networks)} networks x {len(report)} crossbar counts (below 100%: BasisN better)\n"
+    f"preset {hw['preset']}, batch {hw['params']['batch']}, basis {setting}"
+)
 fig.tight_layout(rect=(0, 0.04, 1, 1))
 show(save_figure(fig, out_dir, "headline_ratios"))
 plt.close(fig)
 
-style = network_style(networks)
-lines = groups.merge(style[["network", "architecture", "dataset"]], on="network")
+style = network_style(networks, hw)
+group_n = report[len(report) // 2]  # one crossbar count keeps the lines apart; the table holds every report N
+curves = groups[groups["n_crossbars"] == group_n].merge(style, on="network")
 architectures = list(dict.fromkeys(style["architecture"]))
-palette = dict(zip(style["architecture"], style["color"]))
-datasets = [d for d in DATASET_DASHES if d in set(style["dataset"])]
-fig, axes = plt.subplots(
-    2, len(report), figsize=(2.6 * len(report) + 0.8, 4.8), sharex=True, sharey="row", squeeze=False
-)
+markers = dict(zip(architectures, ["o", "s", "^", "D", "v", "P", "X"] * 2))
+dodge = {a: 2 ** (0.07 * (i - (len(architectures) - 1) / 2)) for i, a in enumerate(architectures)}
+fig, axes = plt.subplots(2, 2, figsize=(FULL_WIDTH, 4.8), sharex=True)
 ticks = sorted(groups["groups"].unique())
-for j, n in enumerate(report):
-    part = lines[lines["n_crossbars"] == n]
-    for i, (column, label) in enumerate([("cycles_ratio_best", "cycles"), ("edp_ratio_best", "EDP")]):
-        ax = axes[i, j]
-        sns.lineplot(
-            data=part,
-            x="groups",
-            y=column,
-            hue="architecture",
-            hue_order=architectures,
-            palette=palette,
-            style="dataset",
-            style_order=datasets,
-            dashes=DATASET_DASHES,
-            markers=DATASET_MARKERS,
-            ax=ax,
+group_panels = [
+    ("cycles_ratio_best", "cycles, BasisN / best reprogramming", 0.01, "1%: the paper's claim"),
+    ("edp_ratio_best", "EDP, BasisN / best reprogramming", 0.01, "1%: the paper's claim"),
+    ("cycles_ratio_digital", "cycles, BasisN / digital lanes", 1.0, "100%: break-even"),
+    ("edp_ratio_digital", "EDP, BasisN / digital lanes", 1.0, "100%: break-even"),
+]
+for ax, (column, title, line, line_label) in zip(axes.flat, group_panels):
+    for row in style.itertuples():
+        part = curves[curves["network"] == row.network].sort_values("groups")
+        ax.plot(
+            part["groups"] * dodge[row.architecture],
+            part[column],
+            color=row.color,
+            marker=markers[row.architecture],
+            dashes=DATASET_DASHES[row.dataset] or (None, None),
+            label=row.network,
         )
-        handles, labels = ax.get_legend_handles_labels()
-        ax.get_legend().remove()
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ticks, [str(g) for g in ticks])
-        ax.set_yscale("log")
-        ax.axhline(0.01, color="black", linestyle="--", linewidth=0.8)
-        ax.set_xlabel("coefficient groups G" if i == 1 else "")
-        ax.set_ylabel(f"{label}: BasisN / best" if j == 0 else "", fontsize=8)
-        if i == 0:
-            ax.set_title(f"N = {n}", fontsize=9)
-fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=7, bbox_to_anchor=(0.5, -0.02))
-fig.suptitle(f"preset {hw['preset']}, batch {hw['params']['batch']}; black dashed: 1%", fontsize=8)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, [str(g) for g in ticks])
+    ax.minorticks_off()
+    ax.set_yscale("log")
+    reference_line(ax, line, line_label)
+    percent_axis(ax)
+    ax.set_title(title)
+for ax in axes[1]:
+    ax.set_xlabel("coefficient groups G")
+handles = [
+    plt.Line2D(
+        [],
+        [],
+        color=row.color,
+        marker=markers[row.architecture],
+        dashes=DATASET_DASHES[row.dataset] or (None, None),
+        label=f"{row.architecture} ({row.dataset})",
+    )
+    for row in style.itertuples()
+]
+fig.legend(handles=handles, loc="lower center", ncol=4, bbox_to_anchor=(0.5, 0.0), frameon=False)
+fig.suptitle(
+    f"BasisN / baseline vs coefficient groups G, {len(networks)} networks at N = {group_n}\n"
+    f"preset {hw['preset']}, batch {hw['params']['batch']}; colour and marker: architecture, line style: dataset"
+)
 fig.tight_layout(rect=(0, 0.1, 1, 1))
 show(save_figure(fig, out_dir, "headline_groups"))
 plt.close(fig)
@@ -299,23 +329,71 @@ lines.append(
     f'at {count(points, "edp")}. Where the paper\'s "below 1%" holds here depends on the write cost, on G and on '
     "the digital combination throughput, none of which the abstract states."
 )
-text = "\n".join(lines)
-print(text)
-display(Markdown(text))
+display(Markdown("\n".join(lines)))
 
 # %% [markdown]
-# ## One network, every scheme
+# ## Your configuration, recomputed from the cost model
 #
-# `basisn.hardware.compare` prices one network with every scheme at one N and batch, from the cost model itself
-# (not from a stage output), so the parameters above can be changed here: cycles, energy and EDP per inference,
-# and each scheme's ratio to the best reprogramming schedule. The same call takes your own model
-# (`compare(model, input_size=...)`, README). Nothing here is written to `paper_figures/`.
+# `basisn.hardware.compare` prices `compare_network` with every scheme from the cost model itself (not from a stage
+# output), with the parameters of the first cell: the table (cycles, energy and EDP per inference, each scheme's
+# ratio to the best reprogramming schedule), BasisN's ratios over the stage's crossbar grid, and the answer at
+# `compare_crossbars`. The same call takes your own model (`compare(model, input_size=...)`, README). Nothing here
+# is written to `paper_figures/`.
 
 # %%
-from basisn.hardware import compare, plot_compare, preset, readable
+from basisn.hardware import compare, preset, readable
 from basisn.hardware.networks import paper_shapes
 
-one_network = compare(paper_shapes(compare_network), preset(compare_preset), n_crossbars=compare_crossbars)
+setting = dict(basis | {"groups": compare_groups})
+config = preset(compare_preset)
+one_network = compare(
+    paper_shapes(compare_network), config, n_crossbars=compare_crossbars, batch=compare_batch, basis=setting
+)
 display(readable(one_network))
-plot_compare(one_network)
+grid = sorted(set(hw["params"]["crossbars"]) | {compare_crossbars})
+over_n = pd.concat(
+    [
+        compare(paper_shapes(compare_network), config, n_crossbars=n, batch=compare_batch, basis=setting).assign(
+            n_crossbars=n
+        )
+        for n in grid
+    ]
+)
+by_scheme = over_n.pivot_table(index="n_crossbars", columns="scheme", values=["cycles", "edp_js"])
+fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.6))
+for (metric, against), marker in zip(
+    [("cycles", "reprogram_best"), ("edp_js", "reprogram_best"), ("cycles", "digital"), ("edp_js", "digital")],
+    ["s", "o", "s", "o"],
+):
+    name = "cycles" if metric == "cycles" else "EDP"
+    ax.plot(
+        by_scheme.index,
+        by_scheme[(metric, "basisn")] / by_scheme[(metric, against)],
+        marker=marker,
+        color=SCHEME_COLORS[against],
+        linestyle=SCHEME_LINESTYLES[against],
+        label=f"{name} / {'best reprogramming' if against == 'reprogram_best' else 'digital'}",
+    )
+ax.set_xscale("log", base=2)
+ax.set_yscale("log")
+reference_line(ax, 0.01, "1%: the paper's claim")
+reference_line(ax, 1.0, "100%: break-even", color="0.4", ls=":")
+reference_line(ax, compare_crossbars, f"N = {compare_crossbars}", axis="x", color="0.4", ls=":")
+percent_axis(ax)
+ax.set_xlabel("crossbars N")
+ax.set_ylabel("BasisN / baseline")
+ax.set_title(f"{compare_network}, preset {compare_preset}, G = {compare_groups}, batch {compare_batch}")
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2, frameon=False)
 plt.show()
+
+schemes = one_network.set_index("scheme")
+row = schemes.loc["basisn"]
+below = {m: "yes" if row[f"{m}_vs_reprogram_best"] < 0.01 else "no" for m in ("cycles", "edp")}
+answer = (
+    f"**{compare_network}, N = {compare_crossbars}, preset `{compare_preset}`, G = {compare_groups}, batch "
+    f"{compare_batch}.** BasisN / best reprogramming: cycles {format_ratio(row['cycles_vs_reprogram_best'])}, EDP "
+    f"{format_ratio(row['edp_vs_reprogram_best'])}; below the paper's 1%: cycles {below['cycles']}, EDP "
+    f"{below['edp']}. BasisN / digital lanes: cycles {format_ratio(row['cycles'] / schemes.loc['digital', 'cycles'])}"
+    f", EDP {format_ratio(row['edp_js'] / schemes.loc['digital', 'edp_js'])}."
+)
+display(Markdown(answer))

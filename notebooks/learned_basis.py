@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from basisn.figures import save_figure, save_table, set_style, show
+from basisn.figures import FULL_WIDTH, SCHEME_COLORS, save_figure, save_table, set_style, show
 from basisn.notebooks import at_repo_root, require
 
 at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
@@ -83,17 +83,17 @@ before, after = matrix("decomposed"), matrix("finetuned")
 shown = min(max_vectors, before.shape[0])
 change = np.linalg.norm(after - before) / np.linalg.norm(before)
 limit = float(np.abs(np.concatenate([before[:shown], after[:shown]])).max())
-fig, axes = plt.subplots(3, 1, figsize=(6.5, 1.2 + 3 * max(0.9, 0.12 * shown)), sharex=True)
+fig, axes = plt.subplots(3, 1, figsize=(FULL_WIDTH, 1.2 + 3 * max(0.9, 0.12 * shown)), sharex=True)
 panels = [(before, "after decomposition (SVD)"), (after, "after fine-tuning"), (after - before, "change")]
 for ax, (values, title) in zip(axes, panels):
     scale = limit if title != "change" else max(float(np.abs(values[:shown]).max()), 1e-12)
     image = ax.imshow(values[:shown], aspect="auto", cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title)
     ax.set_ylabel("vector")
     ax.grid(False)
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
 axes[-1].set_xlabel("position in segment (crossbar row)")
-fig.suptitle(f"quantized basis, first {shown} of {before.shape[0]} vectors of length {before.shape[1]}", fontsize=9)
+fig.suptitle(f"quantized basis, first {shown} of {before.shape[0]} vectors of length {before.shape[1]}")
 fig.tight_layout()
 show(save_figure(fig, out_dir, "learned_basis_vectors"))
 plt.close(fig)
@@ -113,16 +113,16 @@ save_table(levels, out_dir, "learned_basis_coefficients")
 display(levels.pivot_table(index="value", columns="stage", values="share"))
 
 edges = np.linspace(-1.0, 1.0, 52)
-fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.8), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(FULL_WIDTH, 2.6), sharey=True)
 for ax, stage in zip(axes, STAGES):
     part = levels[levels["stage"] == stage]
-    ax.hist(part["value"], bins=edges, weights=part["share"], color="#55a868")
+    ax.hist(part["value"], bins=edges, weights=part["share"], color=SCHEME_COLORS["basisn"])
     ax.set_yscale("log")
-    ax.set_title(f"{stage} ({int(part['count'].sum()):,} coefficients)", fontsize=8)
+    ax.set_title(f"{stage} ({int(part['count'].sum()):,} coefficients)")
     ax.set_xlabel("coefficient / channel max |coefficient|")
 axes[0].set_ylabel("share of coefficients")
 bits = decomposition.get("decompose_coef_bits")
-fig.suptitle(f"{bits}-bit {decomposition.get('decompose_coef_quant')} coefficients, all layers", fontsize=9)
+fig.suptitle(f"{bits}-bit {decomposition.get('decompose_coef_quant')} coefficients, all layers")
 fig.tight_layout()
 show(save_figure(fig, out_dir, "learned_basis_coefficients"))
 plt.close(fig)
@@ -166,5 +166,4 @@ lines = [
     + f"; zero coefficients after fine-tuning: {100 * shares.get('finetuned', pd.Series()).get(0.0, 0.0):.1f}%.",
 ]
 text = "\n".join(lines)
-print(text)
 display(Markdown(text))

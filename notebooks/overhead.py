@@ -41,10 +41,15 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from basisn.figures import (
+    COLUMN_WIDTH,
     DATASET_DASHES,
+    FULL_WIDTH,
+    SCHEME_COLORS,
     load_hw_eval,
     network_style,
     order_networks,
+    percent_axis,
+    reference_line,
     save_figure,
     save_table,
     set_style,
@@ -94,16 +99,18 @@ needed = pd.DataFrame(rows)
 save_table(needed, out_dir, "overhead_crossbars")
 display(needed)
 
-fig, ax = plt.subplots(figsize=(6.0, 3.4))
-sns.barplot(data=needed, x="network", y="crossbars_needed", color="#4c72b0", ax=ax)
+fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.8))
+sns.barplot(data=needed, x="network", y="crossbars_needed", color=SCHEME_COLORS["ideal"], alpha=0.8, ax=ax)
 ax.set_yscale("log")
 for n in report:
-    ax.axhline(n, color="#8c8c8c", linestyle="--", linewidth=0.8)
-    ax.text(len(networks) - 0.5, n, f" N = {n}", va="center", ha="left", fontsize=7, color="#555555")
+    reference_line(ax, n, f"a chip with N = {n}", color="0.35")
 ax.set_xlabel("")
 ax.set_ylabel("crossbars for one copy of all weights")
-ax.set_title(f"{hw['config']['rows']}x{hw['config']['cols']} crossbars, {hw['config']['weight_bits']}-bit weights")
-ax.tick_params(axis="x", rotation=30)
+ax.set_title(
+    f"{len(networks)} networks; {hw['config']['rows']}x{hw['config']['cols']} crossbars, "
+    f"{hw['config']['weight_bits']}-bit weights"
+)
+ax.tick_params(axis="x", rotation=35)
 for label in ax.get_xticklabels():
     label.set_horizontalalignment("right")
 show(save_figure(fig, out_dir, "overhead_crossbars"))
@@ -144,44 +151,54 @@ sweep = pd.read_csv(hw_path / "sweep.csv")
 by_batch = sweep[(sweep["sweep"] == "batch") & (sweep["scheme"] == "reprogram")]
 by_batch = by_batch[by_batch["n_crossbars"] == by_batch["n_crossbars"].min()]  # the write share is the same at any N
 by_batch = by_batch.assign(write_energy_share=by_batch["energy_write_j"] / by_batch["energy_j"])
-print("write energy share vs batch (reprogram):")
+print("write energy share vs batch (reprogram, any N):")
 display(by_batch.pivot_table(index="network", columns="batch", values="write_energy_share").loc[networks])
 
-fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2))
+fig, axes = plt.subplots(1, 2, figsize=(FULL_WIDTH, 2.9))
 bars = share.assign(N="N = " + share["n_crossbars"].astype(str))
-sns.barplot(data=bars, x="network", y="write_time_share", hue="N", order=networks, palette="Blues", ax=axes[0])
+sns.barplot(
+    data=bars,
+    x="network",
+    y="write_time_share",
+    hue="N",
+    order=networks,
+    palette=sns.color_palette("crest", len(report)),
+    ax=axes[0],
+)
 axes[0].set_ylim(0, 1)
+percent_axis(axes[0])
 axes[0].set_xlabel("")
-axes[0].set_ylabel("share of inference time writing")
-axes[0].tick_params(axis="x", rotation=30)
+axes[0].set_ylabel("inference time spent writing")
+axes[0].set_title(f"time, batch {hw['params']['batch']}, N = {', '.join(map(str, report))}")
+axes[0].tick_params(axis="x", rotation=35)
 for label in axes[0].get_xticklabels():
     label.set_horizontalalignment("right")
-axes[0].legend(title="", fontsize=7)
-# networks: hue = architecture, line style = dataset (one hue per network made near-identical colours)
-style = network_style(networks)
-by_batch = by_batch.merge(style[["network", "architecture", "dataset"]], on="network", how="left")
-sns.lineplot(
-    data=by_batch,
-    x="batch",
-    y="write_energy_share",
-    hue="architecture",
-    hue_order=list(dict.fromkeys(style["architecture"])),
-    style="dataset",
-    style_order=[d for d in DATASET_DASHES if d in set(by_batch["dataset"])],
-    dashes=DATASET_DASHES,
-    units="network",
-    estimator=None,
-    marker="o",
-    ax=axes[1],
-)
+axes[0].legend(title="", frameon=False)
+# networks: colour and marker = architecture, line style = dataset, each drawn with its own dash pattern
+style = network_style(networks, hw)
+markers = dict(zip(dict.fromkeys(style["architecture"]), ["o", "s", "^", "D", "v", "P", "X"] * 2))
+for row in style.itertuples():
+    line = by_batch[by_batch["network"] == row.network].sort_values("batch")
+    axes[1].plot(
+        line["batch"],
+        line["write_energy_share"],
+        color=row.color,
+        marker=markers[row.architecture],
+        dashes=DATASET_DASHES[row.dataset] or (None, None),
+        label=f"{row.architecture} ({row.dataset})",
+    )
+batches = sorted(by_batch["batch"].unique())
 axes[1].set_xscale("log", base=2)
-axes[1].set_xticks(sorted(by_batch["batch"].unique()), [str(b) for b in sorted(by_batch["batch"].unique())])
+axes[1].set_xticks(batches, [str(b) for b in batches])
+axes[1].minorticks_off()
 axes[1].set_ylim(0, 1)
+percent_axis(axes[1])
 axes[1].set_xlabel("batch size")
-axes[1].set_ylabel("share of inference energy writing")
-axes[1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: it covers no line
+axes[1].set_ylabel("inference energy spent writing")
+axes[1].set_title("energy, the same at every N")
+axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)  # outside: it covers no line
 row_write = hw["derived"]["row_program_cycles"]
-fig.suptitle(f"reprogram scheme; batch {hw['params']['batch']} (left); {row_write} cycles per row write")
+fig.suptitle(f"plain reprogramming, {len(networks)} networks, preset {hw['preset']}: {row_write} cycles per row write")
 fig.tight_layout()
 show(save_figure(fig, out_dir, "overhead_write_share"))
 plt.close(fig)
@@ -208,5 +225,4 @@ for n in report:
         f"{part['reprogram_over_ideal'].max():.2f}x slower than the ideal mapping."
     )
 text = "\n".join(lines)
-print(text)
 display(Markdown(text))

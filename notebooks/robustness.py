@@ -47,7 +47,17 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from basisn.figures import SCHEME_COLORS, save_figure, save_table, set_style, show
+from basisn.figures import (
+    COLUMN_WIDTH,
+    FULL_WIDTH,
+    SCHEME_COLORS,
+    reference_line,
+    save_figure,
+    save_table,
+    set_style,
+    show,
+    spread_labels,
+)
 from basisn.notebooks import at_repo_root, require
 
 at_repo_root()  # JupyterLab starts the kernel in notebooks/; paths are from the repository root
@@ -71,8 +81,15 @@ print("digital accuracy on the same images:", facts["digital_accuracy"])
 MAPPING_LABEL = {"dense": "dense weights, reprogrammed", "basisn": "BasisN, basis written once"}
 ONE_TIME_LABEL = "BasisN, first inference incl. the one-time basis write"
 MAPPING_COLOR = {"dense": SCHEME_COLORS["reprogram"], "basisn": SCHEME_COLORS["basisn"]}
+MAPPING_MARKER = {"dense": "o", "basisn": "s"}
+MAPPING_SHORT = {"dense": "dense", "basisn": "BasisN"}
+SWEEP_TITLE = {
+    "variation": "programming variation",
+    "adc_bits": "ADC resolution",
+    "verify_iters": "write-verify iterations",
+}
 SWEEP_AXIS = {
-    "variation": ("spread of one write, sigma_write (x (G_on - G_off)), unverified", "linear"),
+    "variation": ("sigma_write, one unverified write (x (G_on - G_off))", "linear"),
     "adc_bits": ("ADC bits (exact devices)", "linear"),
     "verify_iters": ("write-verify iterations N_wv", "log"),
 }
@@ -88,35 +105,43 @@ sweeps = list(dict.fromkeys(summary["sweep"]))
 # the number of images and the seeds; the legend sits below the panels so that it hides no point.
 
 # %%
-fig, axes = plt.subplots(1, len(sweeps), figsize=(4.2 * len(sweeps), 3.4), squeeze=False)
+fig, axes = plt.subplots(1, len(sweeps), figsize=(FULL_WIDTH, 2.7), squeeze=False, sharey=True)
 for ax, sweep in zip(axes[0], sweeps):
     part = summary[summary["sweep"] == sweep]
     for mapping in mappings:
         line = part[part["mapping"] == mapping].sort_values("value")
+        mean, sd = 100 * line["accuracy_mean"], 100 * line["accuracy_std"].fillna(0)
         ax.errorbar(
             line["value"],
-            100 * line["accuracy_mean"],
-            yerr=100 * line["accuracy_std"],
-            marker="o",
-            capsize=3,
+            mean,
+            yerr=[sd.clip(upper=mean), sd.clip(upper=100 - mean)],  # +-1 sd, cut at 0% and 100%
+            marker=MAPPING_MARKER[mapping],
+            capsize=2,
             color=MAPPING_COLOR[mapping],
             label=MAPPING_LABEL[mapping],
         )
-        ax.axhline(100 * facts["digital_accuracy"][mapping], ls="--", lw=1, color=MAPPING_COLOR[mapping])
+        reference_line(
+            ax,
+            100 * facts["digital_accuracy"][mapping],
+            f"digital, {MAPPING_SHORT[mapping]}",
+            color=MAPPING_COLOR[mapping],
+            at="end" if mapping == "dense" else "start",
+        )
     label, scale = SWEEP_AXIS.get(sweep, (sweep, "linear"))
     if scale == "log":
         ax.set_xscale("log")
     ax.set_xlabel(label)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(sweep)
+    ax.set_title(SWEEP_TITLE.get(sweep, sweep))
+    ax.set_ylim(0, 102)
+axes[0][0].set_ylabel("test accuracy (%)")
 handles, labels = axes[0][0].get_legend_handles_labels()
-fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, -0.02))
+fig.legend(handles, labels, loc="lower center", ncol=len(labels), bbox_to_anchor=(0.5, 0.0), frameon=False)
 fig.suptitle(
-    f"{facts['test_images']} test images, seeds {facts['settings']['seeds']}: points = mean over seeds, "
-    "bars = \u00b11 std over seeds (none where the run is deterministic), dashed = digital accuracy",
-    fontsize=8,
+    f"n = {facts['test_images']} test images x {len(facts['settings']['seeds'])} seeds "
+    f"({', '.join(map(str, facts['settings']['seeds']))})\npoints: mean over seeds; bars: \u00b11 sd over seeds "
+    "(cut at 0% and 100%; none where the run is deterministic)"
 )
-fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend below the panels, where it hides no point
+fig.tight_layout(rect=(0, 0.08, 1, 1))  # room for the legend below the panels, where it hides no point
 show(save_figure(fig, out_dir, "robustness_sweeps"))
 plt.close(fig)
 
@@ -150,46 +175,61 @@ display(Markdown(table.to_markdown(index=False, floatfmt=".4g")))
 part = summary[summary["sweep"] == cost_sweep].copy()
 if part.empty or "cycles" not in part:
     raise ValueError(f"no rows of sweep {cost_sweep!r} with cost-model columns in {source / 'summary.csv'}")
-fig, ax = plt.subplots(figsize=(6.0, 3.8))
+fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 3.4))
+ax.set_xscale("log")
 for mapping in mappings:
-    line = part[part["mapping"] == mapping].sort_values("verify_iters")
+    line = part[part["mapping"] == mapping].sort_values("verify_iters").reset_index(drop=True)
+    mean, sd = 100 * line["accuracy_mean"], 100 * line["accuracy_std"].fillna(0)
     ax.errorbar(
         line["cycles"],
-        100 * line["accuracy_mean"],
-        yerr=100 * line["accuracy_std"],
-        marker="o",
-        capsize=3,
+        mean,
+        yerr=[sd.clip(upper=mean), sd.clip(upper=100 - mean)],
+        marker=MAPPING_MARKER[mapping],
+        capsize=2,
         ls="-" if mapping == "dense" else "none",
         color=MAPPING_COLOR[mapping],
         label=MAPPING_LABEL[mapping],
     )
-    # labels N_wv: neighbours in accuracy alternate their offsets, so close points (e.g. N_wv 30 and 100) never
-    # overprint; BasisN's labels go left of its points (the one-time-write markers are on their right)
-    by_accuracy = line.sort_values("accuracy_mean").reset_index(drop=True)
-    for rank, row in by_accuracy.iterrows():
-        side = -1 if mapping == "basisn" or rank % 2 else 1
+    # N_wv beside each point: the labels of one mapping are moved apart vertically (basisn.figures.spread_labels),
+    # so points at the same cycles (BasisN's, whose cycles do not depend on N_wv) or close accuracy never overprint;
+    # dense labels go right of their points, BasisN's left (its one-time-write markers are on the right)
+    side = -1 if mapping == "basisn" else 1
+    for row, y in zip(line.itertuples(), spread_labels(mean, gap=6.0)):
         ax.annotate(
-            f"{int(row['verify_iters'])}",
-            (row["cycles"], 100 * row["accuracy_mean"]),
-            textcoords="offset points",
-            xytext=(7 * side, 4 if rank % 2 else -9),
-            ha="left" if side > 0 else "right",
-            fontsize=7,
+            f"{int(row.verify_iters)}",
+            (row.cycles, 100 * row.accuracy_mean),
+            xytext=(row.cycles * (0.82 if side < 0 else 1.2), y),
+            textcoords="data",
+            ha="right" if side < 0 else "left",
+            va="center",
+            fontsize=6,
             color=MAPPING_COLOR[mapping],
+            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": MAPPING_COLOR[mapping], "shrinkA": 0, "shrinkB": 2},
         )
     if mapping == "basisn" and (line["program_once_cycles"] > 0).any():
         # the basis' one-time write, charged to the first inference: where BasisN would sit without amortising it
         first = line["cycles"] + line["program_once_cycles"]
-        ax.scatter(first, 100 * line["accuracy_mean"], marker="o", facecolors="none", edgecolors=MAPPING_COLOR[mapping])
-        for x0, x1, y in zip(line["cycles"], first, 100 * line["accuracy_mean"]):
+        ax.scatter(first, mean, marker="s", facecolors="none", edgecolors=MAPPING_COLOR[mapping], zorder=3)
+        for x0, x1, y in zip(line["cycles"], first, mean):
             ax.plot([x0, x1], [y, y], ls=":", lw=0.8, color=MAPPING_COLOR[mapping])
-        ax.scatter([], [], marker="o", facecolors="none", edgecolors=MAPPING_COLOR[mapping], label=ONE_TIME_LABEL)
-    ax.axhline(100 * facts["digital_accuracy"][mapping], ls="--", lw=1, color=MAPPING_COLOR[mapping])
-ax.set_xscale("log")
+        ax.scatter([], [], marker="s", facecolors="none", edgecolors=MAPPING_COLOR[mapping], label=ONE_TIME_LABEL)
+    reference_line(
+        ax,
+        100 * facts["digital_accuracy"][mapping],
+        f"digital, {MAPPING_SHORT[mapping]}",
+        color=MAPPING_COLOR[mapping],
+        at="end" if mapping == "dense" else "start",
+    )
+low, high = part["cycles"].min(), (part["cycles"] + part.get("program_once_cycles", 0)).max()
+ax.set_xlim(low / 2.2, high * 2.2)  # room for the labels on both sides
+ax.set_ylim(0, 104)
 ax.set_xlabel(f"cycles per inference (N = {facts['cost_model']['crossbars']} crossbars, cost model)")
 ax.set_ylabel("test accuracy (%)")
-ax.set_title("write-verify iterations: cycles vs. accuracy")
-ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=7)
+ax.set_title(
+    f"write-verify iterations N_wv (labels): cycles vs accuracy\nn = {facts['test_images']} test images x "
+    f"{len(facts['settings']['seeds'])} seeds, bars \u00b11 sd"
+)
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
 fig.tight_layout()
 show(save_figure(fig, out_dir, "robustness_cost_accuracy"))
 plt.close(fig)
@@ -254,5 +294,4 @@ lines.append(
     f"({facts['test_images']} images), not a reproduction."
 )
 text = "\n".join(lines)
-print(text)
 display(Markdown(text))

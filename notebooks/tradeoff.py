@@ -49,10 +49,11 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 from IPython.display import Markdown, display
 
-from basisn.figures import save_figure, save_table, set_style, show
+from basisn.data import DATASET_NAMES
+from basisn.figures import FULL_WIDTH, PALETTE, percent_axis, reference_line, save_figure, save_table, set_style, show
+from basisn.hardware.networks import NETWORKS
 from basisn.notebooks import at_repo_root, require
 from basisn.summary import (
     ACCURACY_BOUND_PP,
@@ -151,17 +152,21 @@ print(dense_line)
 # %% [markdown]
 # ## Figure: accuracy loss against EDP and cycles, one point per configuration
 #
-# Colour: G. Marker: training option. Filled: full fine-tune (error bars: +- 1 standard deviation over its seeds);
-# hollow: the grid's short fine-tune (one seed). The loss axis is
-# linear up to 2 pp and logarithmic above (the short fine-tunes of 2-bit coefficients lose tens of pp). Dashed: the
-# paper's 1% (vertical) and 1 pp of accuracy loss (horizontal). Grey rings and line: the Pareto front over all
-# points (no other configuration is at least as good on both axes and better on one).
+# Colour: G. Marker: training option. Size: coefficient bits. Filled: full fine-tune (error bars: +- 1 standard
+# deviation over its seeds); hollow: the grid's short fine-tune (one seed). The loss axis is linear up to 2 pp and
+# logarithmic above (the short fine-tunes of 2-bit coefficients lose tens of pp). Labelled lines: the paper's 1%
+# (vertical) and 1 pp of accuracy loss (horizontal). Grey rings and line: the Pareto front over all points (no
+# other configuration is at least as good on both axes and better on one). The two axes measure different models:
+# accuracy is the pipeline's model on its own dataset, cost prices the headline network of `tradeoff.headline`
+# with that configuration's basis.
 
 # %%
-palette = dict(zip(sorted(table["groups"].unique()), sns.color_palette("colorblind", table["groups"].nunique())))
-marker_cycle = ["o", "s", "^", "D", "v", "P", "X"]
+palette = dict(zip(sorted(table["groups"].unique()), PALETTE))
+marker_cycle = ["s", "^", "D", "v", "P", "X", "*"]  # no circle: hollow and filled circles mean the fine-tune
 markers = {name: marker_cycle[i % len(marker_cycle)] for i, name in enumerate(dict.fromkeys(table["option"]))}
-fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.6), sharey=True)
+bit_values = sorted(table["coef_bits"].unique())
+sizes = {b: s for b, s in zip(bit_values, [18, 34, 56, 80, 110])}
+fig, axes = plt.subplots(1, 2, figsize=(FULL_WIDTH, 3.1), sharey=True)
 for ax, cost, label, front in (
     (axes[0], "edp_vs_best", "EDP, BasisN / best reprogramming", "pareto_edp"),
     (axes[1], "cycles_vs_best", "cycles, BasisN / best reprogramming", "pareto_cycles"),
@@ -172,10 +177,10 @@ for ax, cost, label, front in (
             getattr(row, cost),
             row.accuracy_loss_pp,
             marker=markers[row.option],
-            s=36 if full else 26,
+            s=sizes[row.coef_bits],
             facecolors=palette[row.groups] if full else "none",
             edgecolors=palette[row.groups],
-            linewidths=1.1,
+            linewidths=1.0,
             zorder=3,
         )
         if row.seeds > 1:
@@ -185,15 +190,13 @@ for ax, cost, label, front in (
                 yerr=row.accuracy_loss_pp_sd,
                 fmt="none",
                 ecolor=palette[row.groups],
-                elinewidth=1.0,
-                capsize=2.5,
+                elinewidth=0.9,
+                capsize=2,
                 zorder=3,
             )
     frontier = table[table[front]].sort_values(cost)
     ax.step(frontier[cost], frontier["accuracy_loss_pp"], where="post", color="0.55", lw=1, zorder=2)
-    ax.scatter(frontier[cost], frontier["accuracy_loss_pp"], s=110, facecolors="none", edgecolors="0.55", zorder=2)
-    ax.axvline(BELOW_BOUND, color="0.3", ls="--", lw=0.9)
-    ax.axhline(ACCURACY_BOUND_PP, color="0.3", ls="--", lw=0.9)
+    ax.scatter(frontier[cost], frontier["accuracy_loss_pp"], s=120, facecolors="none", edgecolors="0.55", zorder=2)
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=2.0, linscale=1.5)  # linear near the 1 pp line, logarithmic above
     ticks = [t for t in (0, 0.5, 1, 2, 5, 10, 20, 50, 100) if t <= max(2.0, table["accuracy_loss_pp"].max()) * 1.2]
@@ -201,17 +204,32 @@ for ax, cost, label, front in (
     ax.set_xlabel(label)
     low = min(table[cost].min(), BELOW_BOUND) / 1.5
     ax.set_xlim(low, max(table[cost].max(), BELOW_BOUND) * 1.5)
+    reference_line(ax, BELOW_BOUND, "1%: the paper's claim", axis="x", color="0.3")
+    reference_line(ax, ACCURACY_BOUND_PP, "1 pp loss", color="0.3")
+    percent_axis(ax, "x")
 axes[0].set_ylabel("accuracy loss vs dense (pp)")
-handles = [plt.Line2D([], [], ls="", marker="o", color=color, label=f"G = {g}") for g, color in palette.items()] + [
-    plt.Line2D([], [], ls="", marker=m, color="0.3", mfc="none", label=name) for name, m in markers.items()
+handles = [plt.Line2D([], [], ls="", marker="h", color=color, label=f"G = {g}") for g, color in palette.items()]
+handles += [plt.Line2D([], [], ls="", marker=m, color="0.3", mfc="none", label=name) for name, m in markers.items()]
+handles += [
+    plt.Line2D([], [], ls="", marker="h", color="0.3", ms=(sizes[b] ** 0.5), mfc="none", label=f"{b}-bit coefficients")
+    for b in bit_values
 ]
 handles += [
-    plt.Line2D([], [], ls="", marker="o", color="0.3", label="full fine-tune"),
-    plt.Line2D([], [], ls="", marker="o", color="0.3", mfc="none", label="short fine-tune"),
-    plt.Line2D([], [], ls="-", marker="o", color="0.55", mfc="none", ms=9, label="Pareto front"),
+    plt.Line2D([], [], ls="", marker="h", color="0.3", label="full fine-tune (filled)"),
+    plt.Line2D([], [], ls="", marker="h", color="0.3", mfc="none", label="short fine-tune (hollow)"),
+    plt.Line2D([], [], ls="-", marker="o", color="0.55", mfc="none", ms=8, label="Pareto front"),
 ]
-axes[1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-fig.suptitle(f"{point['network']}, N = {point['crossbars']}, preset {point['preset']}", y=1.02)
+fig.legend(handles=handles, loc="lower center", ncol=5, bbox_to_anchor=(0.5, 0.0), frameon=False)
+network = point["network"]
+# params.json names the profile, not its dataset: the profile's data block is the pipeline model's dataset
+dataset = DATASET_NAMES.get((stage.get("data") or {}).get("dataset"), f"profile {stage['profile']}'s dataset")
+full_seeds = int(table.loc[table["schedule"] == "full", "seeds"].max()) if (table["schedule"] == "full").any() else 0
+fig.suptitle(
+    f"accuracy: the pipeline's model on {dataset} ({len(table)} configurations; full fine-tunes: mean of "
+    f"{full_seeds} seeds)\ncost: {network} ({NETWORKS[network].dataset if network in NETWORKS else 'pipeline model'}) "
+    f"with each configuration's basis, N = {point['crossbars']}, preset {point['preset']}"
+)
+fig.tight_layout(rect=(0, 0.2, 1, 1))
 show(save_figure(fig, out_dir, "headline_tradeoff"))
 plt.close(fig)
 

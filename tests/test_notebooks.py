@@ -286,12 +286,29 @@ def executed(tmp_path_factory) -> dict:
     jobs = {name: (name, base / name, base / "runs" / name, *fixture_parameters(name)) for name in NOTEBOOKS}
     jobs["repeat"] = (REPEATED, base / "repeat", base / "runs" / "repeat", *fixture_parameters(REPEATED))
     jobs["failing"] = ("overhead", failing_out, base / "runs" / "failing", "hardware_dir=tests/fixtures/missing")
+    # the reader's parameter cell: another network, N, preset, G and batch, recomputed from the cost model
+    jobs["headline_reader"] = (
+        "headline",
+        base / "headline_reader",
+        base / "runs" / "headline_reader",
+        *fixture_parameters("headline"),
+        *READER_PARAMETERS,
+    )
     # a notebook run before `make repro`: its stage input is absent, and it says which stage to run
     jobs["before_repro"] = ("overhead", base / "before_repro", base / "runs" / "before_repro", f"hardware_dir={ABSENT}")
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures = {key: pool.submit(run_notebook, *job) for key, job in jobs.items()}
         results = {key: future.result() for key, future in futures.items()}
     return {"results": results, "dirs": {key: job[1] for key, job in jobs.items()}, "runs": base / "runs"}
+
+
+READER_PARAMETERS = [
+    "compare_network=cifar_densenet121",
+    "compare_crossbars=256",
+    "compare_preset=neurram",
+    "compare_groups=4",
+    "compare_batch=16",
+]
 
 
 def output_of(executed: dict, key: str) -> Path:
@@ -728,13 +745,145 @@ def test_docs_list_every_file_with_its_stage():
             assert f"`dvc repro {stage_name}`" in row, f"docs/figures.md: {file} is made by {stage_name}"
 
 
-def test_network_style_tells_datasets_apart_by_line_style_not_hue():
+def test_network_style_tells_datasets_apart_by_line_style_not_hue(hw):
     from basisn.figures import DATASET_DASHES, network_style
 
-    style = network_style(["resnet18", "cifar_resnet18", "densenet121", "cifar_densenet121", "pipeline_model"])
+    names = ["resnet18", "cifar_resnet18", "densenet121", "cifar_densenet121", "pipeline_model"]
+    style = network_style(names)
     by = style.set_index("network")
     assert by.loc["resnet18", "color"] == by.loc["cifar_resnet18", "color"]  # one hue per architecture
     assert by.loc["resnet18", "dataset"] == "ImageNet" and by.loc["cifar_resnet18", "dataset"] == "CIFAR-100"
-    assert by.loc["pipeline_model", "dataset"] == "other"
+    assert by.loc["pipeline_model", "dataset"] == "other"  # nothing says what it was trained on
     assert len(set(style["color"])) == 3  # resnet18, densenet121, pipeline_model
-    assert len({DATASET_DASHES[d] for d in style["dataset"]}) == 3  # solid, dashed, dotted
+    assert len({DATASET_DASHES[d] for d in style["dataset"]}) == 3  # solid, dashed, one more
+    # hw_eval.json records the pipeline model's dataset (the hw-eval stage reads it from the params' data block)
+    assert hw["networks"]["pipeline_model"]["dataset"] == "Fashion-MNIST"
+    named = network_style(names, hw).set_index("network")
+    assert named.loc["pipeline_model", "dataset"] == "Fashion-MNIST"
+    assert len({DATASET_DASHES[d] for d in named["dataset"]}) == 3
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What a reader sees: figure sizes, labelled reference lines, short summaries, each answer once.
+# ----------------------------------------------------------------------------------------------------------------
+def executed_notebook(executed: dict, key: str):
+    import nbformat
+
+    output_of(executed, key)
+    return nbformat.read(executed["runs"] / key / f"{executed_name(key)}.ipynb", as_version=4)
+
+
+def executed_name(key: str) -> str:
+    return {"repeat": REPEATED, "headline_reader": "headline"}.get(key, key)
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_figures_print_at_one_column_or_the_page_width(executed, name):
+    from PIL import Image
+
+    from basisn.figures import COLUMN_WIDTH, FULL_WIDTH, SAVE_DPI
+
+    out = output_of(executed, name)
+    for stem in NOTEBOOKS[name]["figures"]:
+        width, height = Image.open(out / f"{stem}.png").size
+        inches = width / SAVE_DPI
+        # drawn at 3.5 or 7 in; `bbox_inches="tight"` may add a legend's overhang, never a second page width
+        assert inches <= FULL_WIDTH * 1.04, f"{stem}.png is {inches:.2f} in wide: draw it at {FULL_WIDTH} in"
+        assert inches >= COLUMN_WIDTH * 0.8, f"{stem}.png is {inches:.2f} in wide: too small to read"
+        assert height / SAVE_DPI <= 9.5, f"{stem}.png is {height / SAVE_DPI:.1f} in tall: more than a page"
+
+
+def test_notebooks_draw_reference_lines_with_their_label():
+    """Every horizontal or vertical reference line goes through basisn.figures.reference_line, which writes what
+    the line is next to it; a bare axhline/axvline would be a line the reader has to guess."""
+    for path in sorted((ROOT / "notebooks").glob("*.py")):
+        text = path.read_text()
+        assert "axhline(" not in text and "axvline(" not in text, f"{path.name}: use reference_line(ax, y, label)"
+
+
+def test_reference_line_writes_its_label_in_the_axes():
+    import matplotlib.pyplot as plt
+
+    from basisn.figures import reference_line
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 100], [0.001, 10])
+    reference_line(ax, 0.01, "1%: the paper's claim")
+    reference_line(ax, 10, "N = 10", axis="x", at="start")
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["1%: the paper's claim", "N = 10"]
+    assert [line.get_ydata()[0] for line in ax.lines[1:2]] == [0.01]
+    with pytest.raises(ValueError, match="axis='z' is not allowed"):
+        reference_line(ax, 1, "x", axis="z")
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("gap", [0.5, 6.0])
+def test_spread_labels_keeps_order_and_gap(gap):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from basisn.figures import spread_labels
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.floats(-100, 100), min_size=1, max_size=12))
+    def check(values):
+        placed = spread_labels(values, gap)
+        order = sorted(range(len(values)), key=values.__getitem__)
+        ranked = [placed[i] for i in order]
+        assert all(b - a >= gap - 1e-9 for a, b in zip(ranked, ranked[1:]))  # apart, in the points' order
+        assert sum(placed) == pytest.approx(sum(values), abs=1e-6 * len(values) * (1 + gap))  # centred on them
+        if all(b - a >= gap for a, b in zip(sorted(values), sorted(values)[1:])):
+            assert placed == pytest.approx(values)  # nothing moves that need not
+
+    check()
+
+
+def test_notebooks_summarise_inputs_and_state_each_answer_once(executed):
+    """The first output a reader sees is a few lines, not a JSON dump, and no answer is printed and also shown as
+    Markdown (the issue's "prints its answer twice")."""
+    for name in NOTEBOOKS:
+        notebook = executed_notebook(executed, name)
+        code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+        streams = [o.get("text", "") for cell in code for o in cell.outputs if o.get("output_type") == "stream"]
+        shown = [
+            o["data"]["text/markdown"]
+            for cell in code
+            for o in cell.outputs
+            if o.get("output_type") == "display_data" and "text/markdown" in o.get("data", {})
+        ]
+        for text in shown:
+            assert not any(text.strip() and text.strip() in stream for stream in streams), f"{name}: shown twice"
+        if name in {"headline", "cycles", "energy", "overhead"}:
+            first = next(cell for cell in code if cell.outputs)
+            lines = "".join(o.get("text", "") for o in first.outputs if o.get("output_type") == "stream").splitlines()
+            assert 2 <= len(lines) <= 10, f"{name}: the setup cell prints {len(lines)} lines, a summary is <= 10"
+
+
+def test_headline_recomputes_the_readers_configuration_from_the_cost_model(executed):
+    from basisn.hardware import compare, preset
+    from basisn.hardware.compare import format_ratio
+    from basisn.hardware.networks import paper_shapes
+
+    def answer(key: str) -> str:
+        notebook = executed_notebook(executed, key)
+        texts = [
+            o["data"]["text/markdown"]
+            for cell in notebook.cells
+            if cell.cell_type == "code"
+            for o in cell.outputs
+            if "text/markdown" in o.get("data", {})
+        ]
+        return texts[-1]
+
+    default, reader = answer("headline"), answer("headline_reader")
+    assert default.startswith("**resnet18, N = 64, preset `default`, G = 1, batch 1.**")
+    assert reader.startswith("**cifar_densenet121, N = 256, preset `neurram`, G = 4, batch 16.**")
+    # the numbers are the cost model's for those parameters, not the stage's
+    basis = json.loads((FIXTURES / "hardware" / "hw_eval.json").read_text())["basis"] | {"groups": 4}
+    table = compare(paper_shapes("cifar_densenet121"), preset("neurram"), n_crossbars=256, batch=16, basis=basis)
+    row = table.set_index("scheme").loc["basisn"]
+    assert f"cycles {format_ratio(row['cycles_vs_reprogram_best'])}, EDP" in reader
+    # and no file of the reader's run differs from the default run's: the section writes nothing
+    for path in output_of(executed, "headline").iterdir():
+        assert (output_of(executed, "headline_reader") / path.name).read_bytes() == path.read_bytes(), path.name

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from basisn.atomic import atomic_directory, output_lock
+from basisn.data import DATASET_NAMES
 from basisn.hardware.config import MAX_AS_MEAN, PRESETS, BasisSpec, HardwareConfig
 from basisn.hardware.cost import ENERGY_TERMS, SCHEMES, evaluate, min_crossbars, ratios, storage, sweep, total_tiles
 from basisn.hardware.fairness import choices_table
@@ -159,6 +160,7 @@ def _info(p: dict[str, Any], config: HardwareConfig, basis: BasisSpec, configs: 
         "networks": {
             name: {
                 "source": s_source(name),
+                "dataset": NETWORKS[name].dataset if name in NETWORKS else None,  # the model's: main()
                 "input_size": list(s.input_size),
                 "layers": len(s.layers),
                 "macs": s.macs,
@@ -270,6 +272,8 @@ def main(argv: list[str]) -> int:
         evaluating = time.perf_counter()
         result = run(p, config, basis, networks)
         evaluation_seconds = time.perf_counter() - evaluating
+        if args.model_shapes is not None:  # the figures name the pipeline model's dataset, as the paper networks'
+            result["info"]["networks"][args.model_name]["dataset"] = _model_dataset(args)
     except ValueError as error:
         writer.close()
         print(f"hw-eval: {error}", file=sys.stderr)
@@ -283,6 +287,15 @@ def main(argv: list[str]) -> int:
         f"building shapes and writing files) -> {args.out}/ ({', '.join(files)})"
     )
     return 0
+
+
+def _model_dataset(args: argparse.Namespace) -> str | None:
+    """The dataset the pipeline's model was trained on: the `data:` block of the params file and profile."""
+    try:
+        dataset = (profile_block(Path(args.params), "data", args.profile) or {}).get("dataset")
+    except ParamsError:
+        return None
+    return DATASET_NAMES.get(dataset, dataset)
 
 
 def _networks(args: argparse.Namespace, p: dict[str, Any]) -> dict[str, NetworkShapes]:
